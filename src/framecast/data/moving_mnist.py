@@ -1,0 +1,231 @@
+"""Moving MNIST, generated on the fly and deterministic from a seed.
+
+Srivastava, Mansimov, Salakhutdinov, "Unsupervised Learning of Video Representations using LSTMs",
+ICML 2015: ``num_digits`` 28x28 digits on a 64x64 canvas, each starting at a random position with a random
+direction and moving at a fixed speed, bouncing off the edges; digits are combined by pixel-wise max.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from framecast.data.glyphs import builtin_digits
+from framecast.data.mnist_idx import read_idx_images
+
+
+def trajectory(rng: np.random.Generator, length: int, extent: float, speed: float) -> np.ndarray:
+    """Top-left positions ``(length, 2)`` (y, x) of one digit, in pixels within ``[0, extent]``.
+
+    Random start and direction, ``speed`` pixels per frame; a step that would leave ``[0, extent]`` is
+    reflected at the edge (position mirrored, velocity component negated), so every step moves exactly
+    ``speed`` pixels along the path and the digit never leaves the canvas.
+    """
+    pos = rng.uniform(0, extent, size=2)
+    theta = rng.uniform(0, 2 * math.pi)
+    vel = speed * np.array([math.sin(theta), math.cos(theta)])
+    out = np.empty((length, 2))
+    for t in range(length):
+        out[t] = pos
+        pos = pos + vel
+        for k in range(2):
+            while pos[k] < 0 or pos[k] > extent:  # a loop only for speeds above the extent
+                pos[k] = -pos[k] if pos[k] < 0 else 2 * extent - pos[k]
+                vel[k] = -vel[k]
+    return out
+
+
+def render(digits: list[np.ndarray], paths: list[np.ndarray], canvas: int) -> np.ndarray:
+    """Frames ``(T, canvas, canvas)`` uint8: each digit pasted at its rounded position, combined by max."""
+    frames = np.zeros((len(paths[0]), canvas, canvas), np.uint8)
+    for digit, path in zip(digits, paths):
+        d = digit.shape[0]
+        for t, (y, x) in enumerate(np.rint(path).astype(int)):
+            np.maximum(frames[t, y : y + d, x : x + d], digit, out=frames[t, y : y + d, x : x + d])
+    return frames
+
+
+class MovingDigits(Dataset):
+    """Sequence ``i`` is drawn from ``np.random.default_rng([seed, i])``: any index, same sequence every time.
+
+    Items are ``{"context": (T_ctx, 1, S, S), "target": (T_pred, 1, S, S)}`` float32 in [0, 1].
+    """
+
+    def __init__(self, digits: np.ndarray, length: int, seed: int, context: int, horizon: int,
+                 num_digits: int = 2, canvas: int = 64, speed: float = 3.6):
+        self.digits, self.length, self.seed = digits, length, seed
+        self.context, self.horizon = context, horizon
+        self.num_digits, self.canvas, self.speed = num_digits, canvas, speed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sequence(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 frames ``(T, S, S)`` and digit paths ``(num_digits, T, 2)`` of sequence ``index``."""
+        rng = np.random.default_rng([self.seed, index])
+        t = self.context + self.horizon
+        extent = self.canvas - self.digits.shape[1]
+        picks = rng.integers(0, len(self.digits), self.num_digits)
+        paths = [trajectory(rng, t, extent, self.speed) for _ in range(self.num_digits)]
+        return render([self.digits[i] for i in picks], paths, self.canvas), np.stack(paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        frames = torch.from_numpy(self.sequence(index)[0]).unsqueeze(1).float().div_(255)
+        return {"context": frames[: self.context], "target": frames[self.context :]}
+
+
+class FixedSet(Dataset):
+    """A generated split held in memory as uint8, so every epoch and run sees the same clips."""
+
+    def __init__(self, source: MovingDigits):
+        self.frames = torch.from_numpy(np.stack([source.sequence(i)[0] for i in range(len(source))])).unsqueeze(2)
+        self.context = source.context
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        frames = self.frames[index].float().div_(255)
+        return {"context": frames[: self.context], "target": frames[self.context :]}
+
+
+class EpochSampler(Sampler[int]):
+    """Yields ``epoch * n .. epoch * n + n - 1``: fresh training sequences every epoch, reproducible from
+    the seed and the epoch (Lightning calls :meth:`set_epoch`, also when a run resumes)."""
+
+    def __init__(self, n: int):
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
+
+
+class MovingMNISTDataModule(L.LightningDataModule):
+    """Moving digits for next-frame prediction (Srivastava et al. 2015).
+
+    Args:
+        digits: ``builtin`` (glyphs drawn by framecast, no download) or a path to MNIST idx images
+            (``.gz`` or not, or a folder holding them). The digits are split 80/10/10 into train, val and
+            test pools, so evaluation digits are never seen in training.
+        path: optional standard ``mnist_test_seq.npy`` (``(20, 10000, 64, 64)`` uint8); when given it is
+            used instead of generated sequences: first 8,000 train, 1,000 val, 1,000 test.
+        context_frames, horizon_frames: frames in / frames to predict (10 and 10 in the literature).
+        num_digits, canvas, speed: digits per sequence, canvas side in pixels, pixels moved per frame.
+        train_size: training sequences per epoch (fresh ones each epoch, drawn from ``seed`` and the epoch).
+        val_size, test_size: fixed sequences drawn from ``eval_seed``; identical on every run.
+        channels: 1, or 3 to repeat the grey level into RGB.
+
+    Batches: ``{"context": (B, T_ctx, C, S, S), "target": (B, T_pred, C, S, S)}`` float32 in [0, 1].
+    """
+
+    def __init__(
+        self,
+        digits: str = "builtin",
+        path: str | None = None,
+        context_frames: int = 10,
+        horizon_frames: int = 10,
+        num_digits: int = 2,
+        canvas: int = 64,
+        speed: float = 3.6,
+        train_size: int = 10_000,
+        val_size: int = 256,
+        test_size: int = 1_000,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        channels: int = 1,
+        seed: int = 0,
+        eval_seed: int = 1_000,
+    ):
+        super().__init__()
+        for name, v in [("context_frames", context_frames), ("horizon_frames", horizon_frames),
+                        ("num_digits", num_digits), ("train_size", train_size), ("val_size", val_size),
+                        ("test_size", test_size), ("batch_size", batch_size)]:
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"data.{name} must be a positive integer, got {v!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {channels!r}")
+        if canvas < 28:
+            raise ValueError(f"data.canvas must be at least the digit size 28, got {canvas}")
+        if speed <= 0:
+            raise ValueError(f"data.speed must be > 0 pixels per frame, got {speed}")
+        self.save_hyperparameters()
+        self.digits, self.path = digits, path
+        self.context_frames, self.horizon_frames = context_frames, horizon_frames
+        self.channels, self.size, self.fps = channels, (canvas, canvas), None
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.datasets: dict[str, Dataset] = {}
+
+    def digit_pools(self) -> dict[str, np.ndarray]:
+        images = builtin_digits() if self.digits == "builtin" else read_idx_images(self.digits)
+        n = len(images)
+        a, b = int(0.8 * n), int(0.9 * n)
+        return {"train": images[:a], "val": images[a:b], "test": images[b:]}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        hp = self.hparams
+        if self.path is not None:
+            self.datasets = self._from_npy(Path(self.path))
+            return
+        pools = self.digit_pools()
+        common = dict(context=hp.context_frames, horizon=hp.horizon_frames, num_digits=hp.num_digits,
+                      canvas=hp.canvas, speed=hp.speed)
+        self.datasets["train"] = MovingDigits(pools["train"], hp.train_size, hp.seed, **common)
+        self.datasets["val"] = FixedSet(MovingDigits(pools["val"], hp.val_size, hp.eval_seed, **common))
+        self.datasets["test"] = FixedSet(MovingDigits(pools["test"], hp.test_size, hp.eval_seed + 1, **common))
+
+    def _from_npy(self, path: Path) -> dict[str, Dataset]:
+        if not path.is_file():
+            raise FileNotFoundError(f"data.path {path} does not exist (expected mnist_test_seq.npy)")
+        arr = np.load(path, mmap_mode="r")
+        t = self.context_frames + self.horizon_frames
+        if arr.ndim != 4 or arr.shape[0] < t:
+            raise ValueError(f"{path}: expected (T >= {t}, N, H, W) uint8 like mnist_test_seq.npy, got {arr.shape}")
+        seqs = torch.from_numpy(np.ascontiguousarray(arr[:t].transpose(1, 0, 2, 3))).unsqueeze(2)
+        n = len(seqs)
+        cuts = {"train": (0, int(0.8 * n)), "val": (int(0.8 * n), int(0.9 * n)), "test": (int(0.9 * n), n)}
+        out = {}
+        for split, (a, b) in cuts.items():
+            ds = FixedSet.__new__(FixedSet)
+            ds.frames, ds.context = seqs[a:b], self.context_frames
+            out[split] = ds
+        self.size = tuple(seqs.shape[-2:])
+        return out
+
+    def _loader(self, split: str, sampler=None, shuffle=False) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          collate_fn=self._collate)
+
+    def _collate(self, items):
+        batch = torch.utils.data.default_collate(items)
+        if self.channels == 3:
+            batch = {k: v.expand(-1, -1, 3, -1, -1).contiguous() for k, v in batch.items()}
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        if isinstance(ds, MovingDigits):
+            return self._loader("train", sampler=EpochSampler(len(ds)))
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,191 @@
+"""The shared rollout of every recurrent predictor.
+
+A predictor maps ``context (B, T_ctx, C, H, W)`` to ``prediction (B, T_pred, C, H, W)``, frames in [0, 1].
+It runs one recurrent step per input frame: the context frames are fed in (teacher-forced), and from the
+last context frame on, each step's output is the next input, so any horizon can be rolled out.
+
+Subclasses own the recurrent core only (:meth:`init_state` and :meth:`step` on patch-space tensors);
+this class owns what they share:
+
+* ``patch_size``: space-to-depth (``pixel_unshuffle``) before the core and depth-to-space after, as in
+  PredRNN's reshape_patch, so the core runs at ``H/p x W/p`` with ``C*p*p`` channels;
+* the output head: a 1x1 convolution from the top layer's hidden state to the frame
+  (``head: deterministic``) or to a per-pixel distribution (``head: logistic_mixture``, see ``heads.py``);
+* ``residual``: predict the change from the current input frame instead of the frame itself;
+* teacher forcing: ``teacher_mask (B, T_ctx + horizon - 2)`` chooses, for every input after the first,
+  the true frame (1) or the model's own previous prediction (0); see ``framecast.schedules``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from framecast.models.heads import build_head
+
+
+@dataclass
+class Rollout:
+    """Everything one rollout produced.
+
+    Attributes:
+        frames: ``(B, T_ctx + horizon - 1, C, H, W)`` next-frame predictions; ``frames[:, t]`` predicts
+            frame ``t + 1`` of the sequence ``context ++ target``. The last ``horizon`` of them are the
+            prediction proper (:meth:`Rollout.prediction`).
+        params: ``(B, T, P, H, W)`` distribution parameters per step where the head has a distribution,
+            else ``None``.
+        aux_loss: scalar extra training loss of the model (PredRNN-v2's decoupling loss), else 0.
+        hidden: top-layer hidden state per step ``(B, T, F, H/p, W/p)`` when asked for, else ``None``.
+    """
+
+    frames: Tensor
+    params: Tensor | None = None
+    aux_loss: Tensor | float = 0.0
+    hidden: Tensor | None = None
+    horizon: int = field(default=0)
+
+    def prediction(self) -> Tensor:
+        """The last ``horizon`` predicted frames ``(B, horizon, C, H, W)``."""
+        return self.frames[:, -self.horizon :]
+
+    def prediction_params(self) -> Tensor | None:
+        return None if self.params is None else self.params[:, -self.horizon :]
+
+
+class Predictor(nn.Module):
+    """Base class of recurrent frame predictors.
+
+    Args:
+        channels: frame channels ``C`` (1 grayscale, 3 RGB).
+        hidden: channels per recurrent layer, e.g. ``[64, 64]``; an int means one layer.
+        kernel_size: spatial kernel of the recurrent convolutions.
+        patch_size: space-to-depth factor ``p``; ``H`` and ``W`` must be divisible by it.
+        residual: predict ``x_t + delta`` instead of ``x_{t+1}`` directly.
+        head: ``deterministic`` or ``logistic_mixture``.
+        num_mixtures: mixture components of the ``logistic_mixture`` head.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        hidden: int | list[int] = 64,
+        kernel_size: int = 5,
+        patch_size: int = 1,
+        residual: bool = False,
+        head: str = "deterministic",
+        num_mixtures: int = 5,
+    ):
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"model channels must be 1 or 3, got {channels}")
+        if isinstance(hidden, int):
+            hidden = [hidden]
+        hidden = list(hidden)
+        if not hidden or any(h <= 0 for h in hidden):
+            raise ValueError(f"model hidden must be a non-empty list of positive ints, got {hidden}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"model kernel_size must be a positive odd int, got {kernel_size}")
+        if patch_size < 1:
+            raise ValueError(f"model patch_size must be >= 1, got {patch_size}")
+        self.channels = channels
+        self.hidden = hidden
+        self.kernel_size = kernel_size
+        self.patch_size = patch_size
+        self.residual = residual
+        self.in_channels = channels * patch_size * patch_size
+        self.head = build_head(head, hidden[-1], channels, patch_size, num_mixtures)
+
+    # --- the recurrent core (subclasses) -------------------------------------------------------
+    def init_state(self, batch: int, height: int, width: int, like: Tensor):
+        """The zero state for patch-space size ``height x width``."""
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state) -> tuple[Tensor, object, Tensor | float]:
+        """One recurrent step on a patch-space input ``x (B, C*p*p, H/p, W/p)``.
+
+        Returns ``(top_hidden (B, hidden[-1], H/p, W/p), new_state, aux_loss)``.
+        """
+        raise NotImplementedError
+
+    # --- shared rollout -------------------------------------------------------------------------
+    def check_input(self, context: Tensor) -> None:
+        if context.dim() != 5:
+            raise ValueError(f"context must be (B, T, C, H, W), got shape {tuple(context.shape)}")
+        _, _, c, h, w = context.shape
+        if c != self.channels:
+            raise ValueError(f"context has {c} channels but the model was built for {self.channels}")
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"frame size {h}x{w} is not divisible by the model's patch_size {p}")
+
+    def rollout(
+        self,
+        context: Tensor,
+        horizon: int,
+        target: Tensor | None = None,
+        teacher_mask: Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> Rollout:
+        """Run the model over the context and roll out ``horizon`` frames.
+
+        Args:
+            context: ``(B, T_ctx, C, H, W)`` in [0, 1], ``T_ctx >= 1``.
+            horizon: number of frames to predict, ``>= 1``.
+            target: ``(B, horizon, C, H, W)`` true future frames; only read where ``teacher_mask`` feeds
+                the truth.
+            teacher_mask: ``(B, T_ctx + horizon - 2)`` in {0, 1}: input ``t + 1`` is
+                ``m * truth + (1 - m) * own prediction``. ``None``: the truth in the context, the model's own
+                predictions after it (plain autoregressive rollout).
+            return_hidden: keep the top layer's hidden state of every step.
+        """
+        self.check_input(context)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        b, t_ctx, c, h, w = context.shape
+        p = self.patch_size
+        steps = t_ctx + horizon - 1
+        if teacher_mask is not None:
+            if target is None:
+                raise ValueError("teacher_mask needs the target frames")
+            if tuple(teacher_mask.shape) != (b, steps - 1):  # before the view, which would hide a bad shape
+                raise ValueError(f"teacher_mask must be ({b}, {steps - 1}), got {tuple(teacher_mask.shape)}")
+            if tuple(target.shape[:2]) != (b, horizon) or target.shape[2:] != context.shape[2:]:
+                raise ValueError(f"target must be ({b}, {horizon}, {c}, {h}, {w}), got {tuple(target.shape)}")
+            truth = torch.cat([context, target], dim=1)
+            teacher_mask = teacher_mask.to(context.dtype).view(b, -1, 1, 1, 1)
+        state = self.init_state(b, h // p, w // p, context)
+        frames, params, hiddens = [], [], []
+        aux = 0.0
+        x = context[:, 0]
+        for t in range(steps):
+            if t > 0:
+                prev = frames[-1]
+                if teacher_mask is not None:
+                    m = teacher_mask[:, t - 1]
+                    x = m * truth[:, t] + (1 - m) * prev
+                elif t < t_ctx:
+                    x = context[:, t]
+                else:
+                    x = prev
+            feat, state, step_aux = self.step(F.pixel_unshuffle(x, p) if p > 1 else x, state)
+            aux = aux + step_aux
+            frame, par = self.head(feat, x if self.residual else None)
+            frames.append(frame)
+            if par is not None:
+                params.append(par)
+            if return_hidden:
+                hiddens.append(feat)
+        return Rollout(
+            frames=torch.stack(frames, 1),
+            params=torch.stack(params, 1) if params else None,
+            aux_loss=aux / steps,
+            hidden=torch.stack(hiddens, 1) if return_hidden else None,
+            horizon=horizon,
+        )
+
+    def forward(self, context: Tensor, horizon: int) -> Tensor:
+        """Predict ``(B, horizon, C, H, W)`` from ``context (B, T_ctx, C, H, W)``."""
+        return self.rollout(context, horizon).prediction()

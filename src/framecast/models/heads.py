@@ -1,0 +1,123 @@
+"""Output heads: from the top recurrent layer's hidden state to a frame or a per-pixel distribution.
+
+Both heads are a 1x1 convolution in patch space followed by depth-to-space (``pixel_shuffle``), as in
+PredRNN's ``conv_last``. Each returns ``(frame (B, C, H, W), params (B, P, H, W) or None)``; ``frame`` is
+what pictures, pixel metrics and the next input use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LEVELS = 256
+BIN = 1.0 / (LEVELS - 1)  # spacing of the 8-bit levels on [0, 1]
+
+
+class DeterministicHead(nn.Module):
+    """``frame = unpatch(conv1x1(h))`` (plus the current input frame when ``residual``)."""
+
+    def __init__(self, in_features: int, channels: int, patch_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.conv = nn.Conv2d(in_features, channels * patch_size**2, 1)
+
+    def forward(self, h: Tensor, last: Tensor | None = None) -> tuple[Tensor, None]:
+        out = self.conv(h)
+        out = F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
+        return (out if last is None else last + out), None
+
+
+class LogisticMixtureHead(nn.Module):
+    """A discretized mixture of ``K`` logistics over the 256 levels of each sub-pixel.
+
+    Salimans et al., "PixelCNN++", ICLR 2017, without the coupling between colour channels: every
+    sub-pixel has its own ``K`` weights, means and log-scales, so ``params`` is ``(B, 3*K*C, H, W)``
+    laid out as ``(3, K, C)``. The level ``k`` of a sub-pixel (value ``x = k/255``) has probability
+    ``sum_j pi_j [sigmoid((x + 1/510 - mu_j)/s_j) - sigmoid((x - 1/510 - mu_j)/s_j)]``, with the first and
+    last bins reaching to -inf and +inf, so the 256 probabilities sum to exactly 1. ``frame`` is the
+    mean of that distribution: ``sum_j pi_j E[clip(X_j, 0, 1)]`` with ``X_j ~ Logistic(mu_j, s_j)``, which
+    is ``1 - s_j (softplus((1 - mu_j)/s_j) - softplus(-mu_j/s_j))`` (the mean of the 8-bit value up to the
+    rounding to the levels, at most half a level). Not ``sum_j pi_j mu_j``: the open end bins leave a
+    mean beyond [0, 1] free, so a model trained on the codelength can put e.g. ``P(x = 1) = 0.9`` with
+    means ``2.7`` and ``-20``, whose average clips to 0.
+    """
+
+    def __init__(self, in_features: int, channels: int, patch_size: int, num_mixtures: int = 5):
+        super().__init__()
+        self.patch_size = patch_size
+        self.channels = channels
+        self.k = num_mixtures
+        self.conv = nn.Conv2d(in_features, 3 * num_mixtures * channels * patch_size**2, 1)
+
+    def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``params (..., 3*K*C, H, W)`` -> logits, means, log_scales, each ``(..., K, C, H, W)``."""
+        shape = params.shape[:-3] + (3, self.k, self.channels) + params.shape[-2:]
+        p = params.reshape(shape)
+        return p.select(-5, 0), p.select(-5, 1), p.select(-5, 2).clamp(min=-7.0)
+
+    def mean(self, params: Tensor) -> Tensor:
+        """The mean ``(..., C, H, W)`` in [0, 1] of the distribution ``params (..., 3*K*C, H, W)``."""
+        logits, means, log_scales = self.split(params)
+        # E[clip(X, 0, 1)] = int_0^1 P(X > t) dt = 1 - s (softplus(b + w) - softplus(b)), b = -mu/s, w = 1/s.
+        # For a wide logistic (small w) the difference cancels in float32; there it is
+        # log1p(sigmoid(b) expm1(w)), which is exact and, for w < 10, cannot overflow.
+        inv_s = torch.exp(-log_scales)
+        b = -means * inv_s
+        wide = inv_s < 10
+        diff = torch.where(
+            wide,
+            torch.log1p(torch.sigmoid(b) * torch.expm1(inv_s.clamp(max=10))),
+            F.softplus(b + inv_s) - F.softplus(b),
+        )
+        component = 1 - torch.exp(log_scales) * diff
+        return (torch.softmax(logits, dim=-4) * component).sum(-4).clamp(0, 1)
+
+    def forward(self, h: Tensor, last: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        out = self.conv(h)
+        params = F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
+        if last is not None:  # residual: the means are offsets from the current frame
+            logits, means, log_scales = self.split(params)
+            means = means + last.unsqueeze(-4)
+            params = torch.stack([logits, means, log_scales], -5).flatten(-5, -3)
+        return self.mean(params), params
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """Natural-log probability of the 8-bit values ``x (..., C, H, W)`` (in [0, 1]), per sub-pixel."""
+        logits, means, log_scales = self.split(params.float())
+        x = (x.float() * (LEVELS - 1)).round().div(LEVELS - 1).unsqueeze(-4)  # snap to the levels
+        centered = x - means
+        inv_s = torch.exp(-log_scales)
+        plus_in = inv_s * (centered + BIN / 2)
+        min_in = inv_s * (centered - BIN / 2)
+        log_cdf_plus = F.logsigmoid(plus_in)  # log sigmoid(plus_in), for the level 0
+        log_one_minus_cdf_min = F.logsigmoid(-min_in)  # log(1 - sigmoid(min_in)), for the level 255
+        # log(sigmoid(a) - sigmoid(b)) = log sigmoid(a) + log sigmoid(-b) + log(1 - exp(b - a)) for a > b: exact
+        # and stable in float32 everywhere (the difference of two sigmoids near 0 or 1 cancels), so there is
+        # no need for PixelCNN++'s density-at-the-centre fallback, which is off by up to 2x in the tails of
+        # narrow logistics. For a bin much narrower than the scale, log(1 - exp(-d)) -> log(d).
+        d = inv_s * BIN
+        log_width = torch.where(
+            d > 1e-4, torch.log(-torch.expm1(-d.clamp(min=1e-4))), math.log(BIN) - log_scales
+        )
+        log_mid = log_cdf_plus + log_one_minus_cdf_min + log_width
+        log_p = torch.where(x < BIN / 2, log_cdf_plus, torch.where(x > 1 - BIN / 2, log_one_minus_cdf_min, log_mid))
+        return torch.logsumexp(log_p + torch.log_softmax(logits, dim=-4), dim=-4)
+
+    def bits(self, params: Tensor, x: Tensor) -> Tensor:
+        """Codelength of ``x`` in bits, per sub-pixel, same shape as ``x``."""
+        return -self.log_prob(params, x) / math.log(2.0)
+
+
+HEADS = {"deterministic": DeterministicHead, "logistic_mixture": LogisticMixtureHead}
+
+
+def build_head(name: str, in_features: int, channels: int, patch_size: int, num_mixtures: int = 5) -> nn.Module:
+    if name not in HEADS:
+        raise ValueError(f"model head must be one of {sorted(HEADS)}, got {name!r}")
+    if name == "logistic_mixture":
+        return LogisticMixtureHead(in_features, channels, patch_size, num_mixtures)
+    return DeterministicHead(in_features, channels, patch_size)
