@@ -24,6 +24,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> F
         module = FramePredictionModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001  (any unpickling failure: say which file and why)
         raise ValueError(f"cannot load checkpoint {path}: {e}") from e
+    module.data_hparams = checkpoint_data_hparams(path).get("init_args", {})
     return module.eval()
 
 
@@ -31,8 +32,9 @@ def checkpoint_data_hparams(path: str | Path) -> dict[str, Any]:
     """The data module's class path and init args saved in a checkpoint (``{}`` when absent)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
-    cls = ckpt.get("datamodule_class_path")
-    return {"class_path": cls, "init_args": hp} if hp else {}
+    cls = hp.get("_class_path")
+    init_args = {k: v for k, v in hp.items() if not k.startswith("_")}
+    return {"class_path": cls, "init_args": init_args} if init_args else {}
 
 
 def instantiate(spec: dict[str, Any]):

@@ -1,0 +1,329 @@
+"""Clips of real videos for next-frame prediction: ``VideoClipDataModule`` and its Dataset.
+
+Each dataset item is ``{"context": (T_ctx, C, H, W), "target": (T_pred, C, H, W)}``, float32 in
+``[0, 1]``; dataloaders stack them to ``(B, T, C, H, W)``. ``C`` is 1 (grayscale) or 3 (RGB).
+
+Pipeline: ``prepare_data()``/``setup()`` find the videos, decode each once with PyAV (resampled to
+``fps`` by timestamps, resized to ``size``; see :mod:`framecast.data.decode`) into the on-disk
+cache (:mod:`framecast.data.cache`), check them, and cut clip windows per split
+(:mod:`framecast.data.clips`). Training then reads clips from the memory-mapped cache files.
+All decoding and validation happens there, before any training step.
+
+Defaults chosen here (see :mod:`framecast.data.clips` for details):
+
+* stride: training clips start every frame (``stride_*`` overrides); val/test clips start every
+  ``max(stride, clip length)`` frames, so they never overlap.
+* split: with >= 3 videos whole videos go to train/val/test (seeded shuffle of the sorted paths);
+  with 1 or 2 videos each video is split by time (train, then val, then test) with a gap of one
+  clip length between the parts. Splits are computed over the usable videos (after
+  ``on_bad_video: skip`` drops bad ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from framecast.data.cache import CacheEntry, VideoCache
+from framecast.data.clips import SPLITS, normalize_fractions, plan_windows, seconds_to_frames
+from framecast.data.decode import BadVideoError, DecodeSettings, VideoDecodeError, find_videos
+
+log = logging.getLogger(__name__)
+
+AUGMENT_KEYS = ("hflip", "random_resized_crop", "time_reverse")
+
+
+class VideoClipDataset(Dataset):
+    """Clips cut from cached, decoded videos.
+
+    frame_files: ``.npy`` files of uint8 ``(N, H, W, C)`` frames (opened lazily, memory-mapped, in
+    each worker process). windows: ``(file index, start frame)`` per clip. transform: optional
+    callable on the uint8 clip tensor ``(T, C, H, W)`` (the same random parameters for every
+    frame). time_reverse: play each clip backwards with probability 0.5.
+
+    Item: ``{"context": float32 (context_frames, C, H, W), "target": float32 (horizon_frames, C, H, W)}``
+    in ``[0, 1]``.
+    """
+
+    def __init__(
+        self,
+        frame_files: list[Path],
+        windows: list[tuple[int, int]],
+        context_frames: int,
+        horizon_frames: int,
+        transform=None,
+        time_reverse: bool = False,
+    ):
+        self.frame_files = [Path(p) for p in frame_files]
+        self.windows = list(windows)
+        self.context_frames = context_frames
+        self.horizon_frames = horizon_frames
+        self.transform = transform
+        self.time_reverse = time_reverse
+        self._arrays: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getstate__(self):  # memmaps are reopened in each worker instead of being pickled
+        return {**self.__dict__, "_arrays": None}
+
+    def clip(self, index: int) -> torch.Tensor:
+        """The uint8 clip ``(T, C, H, W)`` of window ``index``, before augmentation."""
+        if self._arrays is None:
+            self._arrays = [np.load(p, mmap_mode="r") for p in self.frame_files]
+        video, start = self.windows[index]
+        frames = np.array(self._arrays[video][start : start + self.context_frames + self.horizon_frames])
+        return torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clip = self.clip(index)
+        if self.transform is not None:
+            clip = self.transform(clip)
+        if self.time_reverse and torch.rand(()) < 0.5:
+            clip = clip.flip(0)
+        clip = clip.float().div_(255.0)
+        return {"context": clip[: self.context_frames], "target": clip[self.context_frames :]}
+
+
+class VideoClipDataModule(L.LightningDataModule):
+    """Train/val/test clips of real videos (mp4, avi, mkv, mov, webm, m4v, gif) decoded with PyAV.
+
+    Batches: ``{"context": (B, context_frames, C, H, W), "target": (B, horizon_frames, C, H, W)}``,
+    float32 in ``[0, 1]``.
+
+    Args:
+        videos: a file, a folder (searched recursively for video extensions), a glob, or a list.
+        fps: frame rate the model sees; frames are picked by nearest presentation timestamp.
+            None keeps the native frames (then clip lengths must be given in frames).
+        context_seconds / context_frames: context length; give exactly one (seconds need fps).
+        horizon_seconds / horizon_frames: predicted length; give exactly one.
+        stride_seconds / stride_frames: step between training clip starts (default 1 frame;
+            at most one of them). Val/test clips use ``max(stride, clip length)``.
+        size: ``(H, W)`` of the frames. crop: "center" (crop to the aspect ratio, then resize) or
+            "none" (plain resize). channels: 1 (grayscale) or 3 (RGB).
+        augment: training-only augmentation, e.g. ``{"hflip": true, "random_resized_crop":
+            [0.8, 1.0], "time_reverse": true}``; the same transform for every frame of a clip.
+        split: (train, val, test) fractions; see the module docstring for how they apply.
+        batch_size, num_workers: DataLoader settings.
+        cache_dir: decode cache folder (default ``$FRAMECAST_CACHE`` or ``~/.cache/framecast/video``).
+        on_bad_video: "error" (one BadVideoError listing every bad input) or "skip" (warn, go on).
+            Having no usable video or no clip in a needed split is always an error.
+        seed: seed of the video-to-split assignment.
+        max_clips_per_split: keep at most this many clips per split (evenly spaced).
+
+    Attributes: ``channels``, ``context_frames``, ``horizon_frames``, ``size`` (H, W), ``fps``,
+    ``stats`` (``{"decoded": n, "cached": n}`` video loads this instance made), and after setup
+    ``videos_by_split`` (paths per split) and ``windows`` (``(video index, start)`` per split,
+    indices into ``video_paths``).
+    """
+
+    def __init__(
+        self,
+        videos: str | list[str],
+        fps: float | None = None,
+        context_seconds: float | None = None,
+        horizon_seconds: float | None = None,
+        context_frames: int | None = None,
+        horizon_frames: int | None = None,
+        stride_seconds: float | None = None,
+        stride_frames: int | None = None,
+        size: tuple[int, int] = (64, 64),
+        crop: Literal["center", "none"] = "center",
+        channels: int = 1,
+        augment: dict[str, Any] | None = None,
+        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        batch_size: int = 16,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        on_bad_video: Literal["error", "skip"] = "error",
+        seed: int = 0,
+        max_clips_per_split: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.videos = videos
+        self.settings = DecodeSettings(fps=fps, size=tuple(size), crop=crop, channels=channels)
+        self.fps = self.settings.fps
+        self.size = self.settings.size
+        self.channels = channels
+        self.context_frames = _length("context", context_seconds, context_frames, fps)
+        self.horizon_frames = _length("horizon", horizon_seconds, horizon_frames, fps)
+        self.stride_frames = 1
+        if stride_seconds is not None or stride_frames is not None:
+            self.stride_frames = _length("stride", stride_seconds, stride_frames, fps)
+        self.augment = _check_augment(augment)
+        self.split = normalize_fractions(split)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache = VideoCache(cache_dir)
+        if on_bad_video not in ("error", "skip"):
+            raise ValueError(f"on_bad_video must be 'error' or 'skip', got {on_bad_video!r}")
+        self.on_bad_video = on_bad_video
+        self.seed = seed
+        self.max_clips_per_split = max_clips_per_split
+        self.stats = {"decoded": 0, "cached": 0}
+        self.video_paths: list[Path] = []
+        self.videos_by_split: dict[str, list[Path]] = {}
+        self.windows: dict[str, list[tuple[int, int]]] = {}
+        self._entries: list[CacheEntry] | None = None
+        self._datasets: dict[str, VideoClipDataset] = {}
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames per clip: context + horizon."""
+        return self.context_frames + self.horizon_frames
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Decode every video into the cache (or find it there); raise on bad input."""
+        self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load all videos (from the cache; decoding what is missing), check them, cut the splits."""
+        self._load()
+        if not self.windows:
+            lengths = [e.num_frames for e in self._entries]
+            self.windows = plan_windows(
+                lengths, self.split, self.clip_frames, self.stride_frames, self.seed, self.max_clips_per_split
+            )
+            self.videos_by_split = {
+                s: sorted({self.video_paths[v] for v, _ in self.windows[s]}) for s in SPLITS
+            }
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), None: SPLITS}
+        for split in needed.get(stage, ()):
+            self._check_split(split)
+
+    def _load(self) -> None:
+        """Fill ``video_paths``/``_entries`` once: decode or read the cache, collect every problem."""
+        if self._entries is not None:
+            return
+        paths, problems = find_videos(self.videos)
+        good: list[tuple[Path, CacheEntry]] = []
+        for path in tqdm(paths, desc="videos", unit="video", disable=None, leave=False):
+            try:
+                entry, decoded = self.cache.get_or_decode(path, self.settings)
+            except VideoDecodeError as e:
+                problems.append((str(path), e.reason))
+                continue
+            self.stats["decoded" if decoded else "cached"] += 1
+            if decoded:
+                log.info("decoded %s -> %s", path, entry.frames_path)
+            if entry.num_frames < self.clip_frames:
+                problems.append((str(path), self._too_short(entry)))
+                continue
+            good.append((path, entry))
+        self._report(problems, usable=len(good))
+        self.video_paths = [p for p, _ in good]
+        self._entries = [e for _, e in good]
+
+    def _too_short(self, entry: CacheEntry) -> str:
+        rate = f"{self.fps:g} fps" if self.fps else "native fps"
+        return (
+            f"too short: {entry.num_frames} frames at {rate}, but one clip needs {self.clip_frames} "
+            f"({self.context_frames} context + {self.horizon_frames} horizon)"
+        )
+
+    def _report(self, problems: list[tuple[str, str]], usable: int) -> None:
+        if problems and self.on_bad_video == "error":
+            raise BadVideoError(problems)
+        if problems:
+            msg = f"skipping {len(problems)} bad video input(s) (on_bad_video=skip):\n" + "\n".join(
+                f"  - {p}: {r}" for p, r in problems
+            )
+            warnings.warn(msg, stacklevel=3)
+        if usable == 0:
+            raise BadVideoError(problems, headline=f"no usable video in {self.videos!r}", hint=False)
+
+    def _check_split(self, split: str) -> None:
+        if self.windows[split] or self.split[SPLITS.index(split)] == 0:
+            return
+        n = len(self.video_paths)
+        how = "by video" if n >= 3 else f"by time ({n} video(s): train, gap, val, gap, test)"
+        raise ValueError(
+            f"the {split} split has no clip of {self.clip_frames} frames: {n} usable video(s), split "
+            f"{how} with fractions {self.split}. Use longer or more videos, shorter clips, or set "
+            f"its split fraction to 0."
+        )
+
+    # -- datasets and loaders ------------------------------------------------------------------
+
+    def dataset(self, split: str) -> VideoClipDataset:
+        """The dataset of ``split`` ("train", "val" or "test"); call ``setup`` first."""
+        if split not in self._datasets:
+            if not self.windows:
+                raise RuntimeError("call setup() before asking for datasets or dataloaders")
+            train = split == "train"
+            self._datasets[split] = VideoClipDataset(
+                [e.frames_path for e in self._entries],
+                self.windows[split],
+                self.context_frames,
+                self.horizon_frames,
+                transform=_augment_transform(self.augment, self.size) if train else None,
+                time_reverse=train and bool(self.augment.get("time_reverse")),
+            )
+        return self._datasets[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | list:
+        if not self.windows.get(split) and self.split[SPLITS.index(split)] == 0:
+            return []  # the split is switched off: Lightning runs no loop on an empty list
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test", shuffle=False)
+
+
+def _length(name: str, seconds: float | None, frames: int | None, fps: float | None) -> int:
+    """Frames from exactly one of ``<name>_seconds`` / ``<name>_frames``."""
+    if (seconds is None) == (frames is None):
+        raise ValueError(f"give exactly one of {name}_seconds and {name}_frames")
+    if seconds is not None:
+        if fps is None:
+            raise ValueError(f"{name}_seconds needs fps (with fps None, give {name}_frames)")
+        return seconds_to_frames(seconds, fps)
+    if int(frames) < 1:
+        raise ValueError(f"{name}_frames must be >= 1, got {frames}")
+    return int(frames)
+
+
+def _check_augment(augment: dict | None) -> dict:
+    augment = dict(augment or {})
+    unknown = set(augment) - set(AUGMENT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown augment keys {sorted(unknown)}; known: {list(AUGMENT_KEYS)}")
+    scale = augment.get("random_resized_crop")
+    if scale is not None and (len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"augment.random_resized_crop must be a scale range [a, b] in (0, 1], got {scale}")
+    return augment
+
+
+def _augment_transform(augment: dict, size: tuple[int, int]):
+    """torchvision v2 transform for a uint8 clip ``(T, C, H, W)``: one random draw per clip."""
+    steps = []
+    if augment.get("random_resized_crop") is not None:
+        steps.append(v2.RandomResizedCrop(size, scale=tuple(augment["random_resized_crop"]), antialias=True))
+    if augment.get("hflip"):
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    return v2.Compose(steps) if steps else None
