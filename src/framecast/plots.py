@@ -116,14 +116,17 @@ def comparison_figure(context: Tensor, target: Tensor, prediction: Tensor, title
     return fig
 
 
+def _number(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def surprise_figure(target: Tensor, prediction: Tensor, surprise: Tensor, unit: str, title: str = "",
-                    fps: float | None = None, max_columns: int = 12, total_unit: str | None = None
-                    ) -> plt.Figure:
+                    fps: float | None = None, max_columns: int = 12) -> plt.Figure:
     """Where in each predicted frame the model was surprised.
 
-    Rows: ground truth, prediction, surprise ``(T, H, W)`` (``unit`` per pixel, one colour scale for all
-    columns, up to its 99.9th percentile); columns: horizon steps, each titled with the frame's total
-    surprise (in ``total_unit``, default ``unit``).
+    Rows: ground truth, prediction, surprise ``(T, H, W)`` (one colour scale for all columns, up to its
+    99.9th percentile, its colour bar labelled ``unit``); columns: horizon steps, each titled with the
+    frame's total surprise (\u03a3). Say in ``title`` what the surprise is.
     """
     horizon = len(target)
     cols = pick_columns(horizon, max_columns)
@@ -135,7 +138,7 @@ def surprise_figure(target: Tensor, prediction: Tensor, surprise: Tensor, unit: 
     im = None
     for j, i in enumerate(cols):
         axes[0, j].imshow(to_image(target[i]), **GRAY)
-        axes[0, j].set_title(f"{time_label(i + 1, fps)}\n\u03a3 {maps[i].sum():.3g}", fontsize=8,
+        axes[0, j].set_title(f"{time_label(i + 1, fps)}\n\u03a3 {_number(float(maps[i].sum()))}", fontsize=8,
                              color=PREDICTED_COLOR)
         axes[1, j].imshow(to_image(prediction[i]), **GRAY)
         im = axes[2, j].imshow(maps[i], cmap=ERROR_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
@@ -145,8 +148,8 @@ def surprise_figure(target: Tensor, prediction: Tensor, surprise: Tensor, unit: 
                       extend="max" if clipped else "neither")
     cb.set_label(unit, fontsize=7)
     cb.ax.tick_params(labelsize=7)
-    head = f"{title}\n" if title else ""
-    fig.suptitle(f"{head}column titles: frame total (\u03a3, {total_unit or unit})", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -193,6 +196,8 @@ def curves_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], t
                              layout="constrained")
     names = {"mse_frame": "MSE per frame (\u2193)", "mae_frame": "MAE per frame (\u2193)", "ssim": "SSIM (\u2191)",
              "psnr": "PSNR dB (\u2191)", "mse": "MSE per pixel (\u2193)"}
+    ylabels = {"mse_frame": "squared error summed over the frame", "mae_frame": "|error| summed over the frame",
+               "ssim": "SSIM", "psnr": "PSNR (dB)", "mse": "mean squared error"}
     palette = [MODEL_COLOR, "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
     for ax, metric in zip(axes[0], metrics):
         k = 0
@@ -208,6 +213,7 @@ def curves_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], t
                     label=labels.get(who, "copy-last baseline" if base else who))
             ax.fill_between(x, mean - sem, mean + sem, color=color, alpha=0.2, lw=0)
         ax.set_xlabel("seconds ahead" if fps else "frames ahead")
+        ax.set_ylabel(ylabels.get(metric, metric))
         ax.set_title(names.get(metric, metric), fontsize=10)
         ax.grid(alpha=0.3)
         if not fps:
