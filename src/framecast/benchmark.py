@@ -53,6 +53,15 @@ import yaml
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from framecast.loading import (
+    batches,
+    datamodule_for_video,
+    datamodule_from_checkpoint,
+    datamodule_from_config,
+    frame_size_of,
+    load_module,
+    shrink,
+)
 from framecast.metrics import (
     LPIPS,
     METRICS,
@@ -109,22 +118,6 @@ class Entry:
         return out
 
 
-def checkpoint_data_args(path: str | Path) -> dict[str, Any]:
-    """The data module init args a ``framecast fit`` checkpoint saved, with ``_class_path`` (``{}`` if none)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return dict(saved.get("datamodule_hyper_parameters") or {})
-
-
-def frame_size_of(data_args: dict[str, Any]) -> tuple[int, int] | None:
-    """The ``(H, W)`` frames of saved data module args (a video module's ``size``, moving digits' ``canvas``)."""
-    if data_args.get("size") is not None:
-        h, w = data_args["size"]
-        return int(h), int(w)
-    if data_args.get("canvas") is not None and data_args.get("path") is None:
-        return int(data_args["canvas"]), int(data_args["canvas"])
-    return None
-
-
 def parse_checkpoints(specs: list[str]) -> list[tuple[str | None, Path]]:
     """``PATH`` or ``NAME=PATH`` -> ``(name or None, path)``."""
     out = []
@@ -139,7 +132,6 @@ def parse_checkpoints(specs: list[str]) -> list[tuple[str | None, Path]]:
 def load_predictors(checkpoints: list[tuple[str | None, Path]], baselines: list[str],
                     device: str | torch.device = "cpu") -> list[Entry]:
     """Load every checkpoint (named ``NAME=`` or by its model and file) and build the baselines."""
-    from framecast.loading import load_module
     from framecast.models import BASELINES, build_model
 
     entries: list[Entry] = []
@@ -152,7 +144,7 @@ def load_predictors(checkpoints: list[tuple[str | None, Path]], baselines: list[
         label = f"{path.parent.parent.name}/{path.stem}" if path.parent.name == "checkpoints" else path.stem
         entries.append(Entry(name=name or f"{hp.get('model', 'model')}:{label}", kind="checkpoint",
                              model=module.model.eval(), checkpoint=str(path), hparams=hp,
-                             data_hparams=checkpoint_data_args(path)))
+                             data_hparams=module.data_hparams))
     _unique_names([e for e in entries if e.kind == "checkpoint"])
     for b in baselines:
         if b not in BASELINES:
@@ -222,75 +214,24 @@ def split_data_overrides(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     return overrides, rest
 
 
-def video_settings(data_args: dict[str, Any]) -> dict[str, Any]:
-    """Clip settings for a :class:`~framecast.data.video.VideoClipDataModule` like a checkpoint's training
-    clips: a video checkpoint's own, a moving digits checkpoint's frame counts, canvas and channels."""
-    keep = ("fps", "context_seconds", "horizon_seconds", "context_frames", "horizon_frames", "size", "crop", "channels")
-    out = {k: data_args[k] for k in keep if data_args.get(k) is not None}
-    if "size" not in out and frame_size_of(data_args):
-        out["size"] = list(frame_size_of(data_args))
-    return out
-
-
 def build_datamodule(config: str | Path | None = None, video: str | Path | None = None,
                      entries: list[Entry] = (), overrides: dict[str, Any] | None = None):
     """The data to benchmark on: a config's ``data:``, clips of ``video`` or the first checkpoint's data."""
-    from framecast.loading import datamodule_from_config, instantiate
-
     overrides = dict(overrides or {})
     first = next((e for e in entries if e.kind == "checkpoint" and e.data_hparams), None)
     try:
         if config is not None:
             return datamodule_from_config(config, **overrides)
         if video is not None:
-            from framecast.data.video import VideoClipDataModule
-
-            args = video_settings(first.data_hparams) if first else {}
-            if first is None and entries and entries[0].kind == "checkpoint":
-                args["channels"] = entries[0].hparams.get("channels", 1)
-            for name in ("context", "horizon"):  # frames given on the command line replace saved seconds
-                if overrides.get(f"{name}_frames") is not None:
-                    args.pop(f"{name}_seconds", None)
-                if args.get(f"{name}_seconds") is None and args.get(f"{name}_frames") is None:
-                    args.setdefault(f"{name}_frames", 10)
-            args.update(overrides)
-            return VideoClipDataModule(videos=str(video), **args)
+            like = first or (entries[0] if entries and entries[0].kind == "checkpoint" else None)
+            return datamodule_for_video(video, like=like, **overrides)
         if first is None:
             raise BenchmarkError("no data: give --config FILE or --video PATH (no checkpoint records its data)")
-        args = {k: v for k, v in first.data_hparams.items() if not k.startswith("_")}
-        args.update(overrides)
-        return instantiate({"class_path": first.data_hparams["_class_path"], "init_args": args})
+        return datamodule_from_checkpoint(first.checkpoint, first.data_hparams, **overrides)
     except BenchmarkError:
         raise
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise BenchmarkError(f"cannot build the data: {e}") from e
-
-
-def fit_to_clips(dm, split: str, clips: int | None):
-    """Moving digits generate every clip of a fixed split up front (clip ``i`` is the same whatever the size):
-    ask for only ``clips`` of them. Other data modules are returned as they are."""
-    key = f"{split}_size"
-    hp = dict(getattr(dm, "hparams", {}))
-    digits = type(dm).__name__ == "MovingMNISTDataModule" and hp.get("path") is None  # (no PyAV import)
-    if clips and digits and hp.get(key, 0) > clips:
-        args = {k: v for k, v in hp.items() if not k.startswith("_")}
-        args[key] = clips
-        return type(dm)(**args)
-    return dm
-
-
-def batches(loader, clips: int | None) -> Iterator[dict[str, Tensor]]:
-    """The loader's batches, the last one cut so that at most ``clips`` clips come out."""
-    seen = 0
-    for batch in loader:
-        if clips is not None and seen >= clips:
-            return
-        n = len(batch["context"])
-        if clips is not None and seen + n > clips:
-            batch = {k: v[: clips - seen] for k, v in batch.items()}
-            n = clips - seen
-        seen += n
-        yield batch
 
 
 def _num_batches(loader, clips: int | None) -> int | None:
@@ -331,6 +272,14 @@ def _loader(dm, split: str):
     return loader
 
 
+def _clips(dm, split: str, clips: int | None, device, desc: str, progress: bool) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(context, target)`` on ``device``, batch by batch, for at most ``clips`` clips of ``split``."""
+    loader = _loader(dm, split)
+    for batch in tqdm(batches(loader, clips), total=_num_batches(loader, clips), desc=desc, unit="batch",
+                      disable=not progress, file=sys.stderr):
+        yield batch["context"].to(device), batch["target"].to(device)
+
+
 @torch.inference_mode()
 def fit_laplace(entries: list[Entry], dm, clips: int | None, device, progress: bool = True) -> int:
     """Fit each deterministic predictor's Laplace scales on the validation split; returns the clip count."""
@@ -340,11 +289,8 @@ def fit_laplace(entries: list[Entry], dm, clips: int | None, device, progress: b
     if not need:
         return 0
     fits = {e.name: LaplaceFit() for e in need}
-    loader = _loader(dm, "val")
     n = 0
-    for batch in tqdm(batches(loader, clips), total=_num_batches(loader, clips), desc="fitting Laplace scales (val)",
-                      unit="batch", disable=not progress, file=sys.stderr):
-        context, target = batch["context"].to(device), batch["target"].to(device)
+    for context, target in _clips(dm, "val", clips, device, "fitting Laplace scales (val)", progress):
         horizon = target.shape[1]
         n += len(context)
         for e in need:
@@ -363,11 +309,8 @@ def evaluate(entries: list[Entry], dm, split: str, clips: int | None, device, lp
     """Every metric of every predictor on the same clips of ``split``; ``({name: accumulator}, clips)``."""
     accs = {e.name: MetricAccumulator() for e in entries}
     lpips_reason = lpips.unavailable_for(tuple(dm.size))
-    loader = _loader(dm, split)
     n = 0
-    for batch in tqdm(batches(loader, clips), total=_num_batches(loader, clips), desc=f"benchmark ({split})",
-                      unit="batch", disable=not progress, file=sys.stderr):
-        context, target = batch["context"].to(device), batch["target"].to(device)
+    for context, target in _clips(dm, split, clips, device, f"benchmark ({split})", progress):
         horizon = target.shape[1]
         n += len(context)
         for e in entries:
@@ -639,7 +582,7 @@ def run(entries: list[Entry], dm, out: str | Path, clips: int | None = None, fit
     """Benchmark ``entries`` on ``dm``, write the tables and the plot to ``out``: ``(results, paths)``."""
     if split not in ("val", "test"):
         raise BenchmarkError(f"--split must be val or test, got {split!r}")
-    dm = fit_to_clips(fit_to_clips(dm, split, clips), "val", fit_clips)
+    dm = shrink(shrink(dm, split, clips), "val", fit_clips)
     check_compatible(entries, dm)  # before any decoding; again after setup, which may learn the frame size
     try:
         dm.setup("validate")

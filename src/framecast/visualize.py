@@ -41,7 +41,16 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from framecast import plots
+from framecast import loading, plots
+from framecast.loading import (
+    batches,
+    datamodule_for_video,
+    datamodule_from_config,
+    load_module,
+    rebuild,
+    saved_data_args,
+    shrink,
+)
 from framecast.metrics import PIXEL_METRICS
 
 SPLITS = ("train", "val", "test")
@@ -50,34 +59,6 @@ DEFAULT_PLAYBACK_FPS = 4.0  # for data without a frame rate (moving digits): slo
 
 
 # --- data ----------------------------------------------------------------------------------------------
-
-
-def rebuild(dm, **overrides):
-    """A new data module of ``dm``'s class with its saved init args and ``overrides``.
-
-    ``horizon_frames`` (or ``context_frames``) replaces a ``horizon_seconds`` (``context_seconds``) setting.
-    """
-    args = {k: v for k, v in dict(dm.hparams).items() if not k.startswith("_")}
-    for name in ("context", "horizon"):
-        if f"{name}_frames" in overrides and args.get(f"{name}_seconds") is not None:
-            args[f"{name}_seconds"] = None
-    args.update(overrides)
-    return type(dm)(**args)
-
-
-def _is_generated_digits(dm) -> bool:
-    from framecast.data import MovingMNISTDataModule
-
-    return isinstance(dm, MovingMNISTDataModule) and dm.hparams.get("path") is None
-
-
-def shrink(dm, split: str, clips: int):
-    """Moving digits generate every clip of a fixed split up front, and clip ``i`` is the same whatever the
-    split size: build only the ``clips`` needed. Other data modules are returned as they are."""
-    key = f"{split}_size"
-    if split != "train" and _is_generated_digits(dm) and dm.hparams.get(key, 0) > clips:
-        return rebuild(dm, **{key: clips})
-    return dm
 
 
 def loader(dm, split: str = "test"):
@@ -92,78 +73,25 @@ def loader(dm, split: str = "test"):
 def first_clips(dm, n: int, split: str = "test") -> tuple[Tensor, Tensor]:
     """The first ``n`` clips of ``split``: ``context (n, T_ctx, C, H, W)``, ``target (n, T_pred, C, H, W)``
     (fewer where the split has fewer)."""
-    ctx, tgt, have = [], [], 0
-    for batch in loader(dm, split):
-        ctx.append(batch["context"])
-        tgt.append(batch["target"])
-        have += len(batch["context"])
-        if have >= n:
-            break
-    if not ctx:
+    parts = list(batches(loader(dm, split), n))
+    if not parts:
         raise ValueError(f"the {split} split has no clips")
-    return torch.cat(ctx)[:n], torch.cat(tgt)[:n]
+    return torch.cat([b["context"] for b in parts]), torch.cat([b["target"] for b in parts])
 
 
-def checkpoint_datamodule_args(ckpt: str | Path) -> dict[str, Any]:
-    """The data module init args a ``framecast fit`` checkpoint saved, with ``_class_path`` (``{}`` if none)."""
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    return dict(saved.get("datamodule_hyper_parameters") or {})
-
-
-def datamodule_from_checkpoint(ckpt: str | Path):
-    """The data module a checkpoint was trained on, from the init args it saved: its class as
-    ``framecast fit`` recorded it, else the framecast data module whose arguments they are."""
-    import inspect
-
-    from framecast.loading import instantiate
-
-    hp = checkpoint_datamodule_args(ckpt)
-    cls = hp.pop("_class_path", None)
-    hp = {k: v for k, v in hp.items() if not k.startswith("_")}
-    if not cls and hp:
-        candidates = {"framecast.data.MovingMNISTDataModule": "digits",
-                      "framecast.data.video.VideoClipDataModule": "videos"}
-        for path, key in candidates.items():
-            if key in hp:
-                module_name, _, name = path.rpartition(".")
-                try:
-                    params = inspect.signature(getattr(__import__(module_name, fromlist=[name]), name)).parameters
-                except (ImportError, AttributeError):
-                    continue
-                if set(hp) <= set(params):
-                    cls = path
-                    break
-    if not cls:
-        raise ValueError(f"checkpoint {ckpt} does not say which data it was trained on: give --config or --video")
-    if "num_workers" in hp:
-        hp["num_workers"] = 0  # a few clips for pictures: loader processes cost more than they save
-    return instantiate({"class_path": cls, "init_args": hp})
-
-
-def video_clip_settings(ckpt: str | Path) -> dict[str, Any]:
-    """Clip settings of the checkpoint's training data for :func:`framecast.loading.datamodule_for_video`:
-    a video checkpoint's own, a moving digits checkpoint's frame counts, canvas and channels."""
-    hp = checkpoint_datamodule_args(ckpt)
-    out = {k: hp[k] for k in ("fps", "context_seconds", "horizon_seconds", "context_frames", "horizon_frames",
-                              "size", "crop", "channels") if hp.get(k) is not None}
-    if "canvas" in hp and "size" not in out:
-        out["size"] = [hp["canvas"], hp["canvas"]]
-    return out
+def datamodule_from_checkpoint(ckpt: str | Path, saved: dict[str, Any] | None = None):
+    """The data module a checkpoint was trained on (:func:`framecast.loading.datamodule_from_checkpoint`),
+    without loader processes: for a few clips of pictures they cost more than they save."""
+    saved = saved_data_args(ckpt) if saved is None else saved
+    return loading.datamodule_from_checkpoint(ckpt, saved, **({"num_workers": 0} if "num_workers" in saved else {}))
 
 
 def build_datamodule(args: argparse.Namespace, module):
     if args.config:
-        from framecast.loading import datamodule_from_config
-
         return datamodule_from_config(args.config)
     if args.video:
-        from framecast.loading import datamodule_for_video
-
-        if not getattr(module, "data_hparams", None):
-            module.data_hparams = video_clip_settings(args.ckpt)
-        options = {} if module.data_hparams else {"context_frames": 10, "horizon_frames": 10}
-        return datamodule_for_video(args.video, like=module, **options)
-    return datamodule_from_checkpoint(args.ckpt)
+        return datamodule_for_video(args.video, like=module)
+    return datamodule_from_checkpoint(args.ckpt, getattr(module, "data_hparams", None))
 
 
 # --- inference ----------------------------------------------------------------------------------------
@@ -280,11 +208,8 @@ def error_curves(module, dataloader, max_clips: int = 256, progress: bool | None
     per_clip: dict[str, dict[str, list[Tensor]]] = {w: {m: [] for m in CURVE_METRICS} for w in ("model", "copy_last")}
     seen = 0
     with tqdm(total=max_clips, desc="error curves", unit="clip", leave=False, disable=progress is False) as bar:
-        for batch in dataloader:
-            if seen >= max_clips:
-                break
-            context = batch["context"][: max_clips - seen]
-            target = batch["target"][: max_clips - seen]
+        for batch in batches(dataloader, max_clips):
+            context, target = batch["context"], batch["target"]
             pred = run_model(module, context, target.shape[1], hidden=False).prediction()
             for who, p in (("model", pred), ("copy_last", CopyLast()(context, target.shape[1]))):
                 for m in CURVE_METRICS:
@@ -707,8 +632,6 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) < 1:
             print(f"framecast visualize: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
-    from framecast.loading import load_module
-
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         module = load_module(args.ckpt, map_location=device)
