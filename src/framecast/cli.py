@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import pickle
 import sys
 from importlib import resources
 from pathlib import Path
@@ -55,6 +56,8 @@ def run_lightning(argv: list[str]) -> int:
     from lightning.pytorch.cli import LightningCLI
 
     from framecast.callbacks import FitSummary
+    from framecast.checkpoints import find_last_checkpoint, refusal, use_safe_checkpoint_io
+    from framecast.checks import check_model_and_data
     from framecast.module import FramePredictionModule
     from lightning import LightningDataModule
 
@@ -64,6 +67,51 @@ def run_lightning(argv: list[str]) -> int:
             parser.set_defaults({"checkpoint.save_last": True})
             parser.add_lightning_class_args(FitSummary, "summary")
             parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
+
+        def _parse_ckpt_path(self):  # Lightning reads --ckpt_path's hyper-parameters (weights_only) first
+            try:
+                super()._parse_ckpt_path()
+            except pickle.UnpicklingError as e:
+                raise refusal(self.config[self.config.subcommand].get("ckpt_path"), e) from None
+
+        def instantiate_classes(self):
+            try:
+                super().instantiate_classes()
+            except ValueError as e:  # jsonargparse buries a constructor's message in a Union error: surface it
+                cause = e
+                while isinstance(cause.__cause__ or cause.__context__, ValueError):
+                    cause = cause.__cause__ or cause.__context__
+                if cause is e:
+                    raise
+                raise ValueError(str(cause)) from e
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            use_safe_checkpoint_io(trainer)  # --ckpt_path is only ever loaded with weights_only=True
+            return trainer
+
+        def _before(self, stage: str) -> None:
+            check_model_and_data(self.model, self.datamodule, stage)  # before any data is decoded
+            config = self.config_init[self.subcommand]
+            if "weights_only" in config:
+                config["weights_only"] = True
+            if stage == "fit" and config.get("ckpt_path") == "last":
+                last = find_last_checkpoint(self.trainer)
+                if last is not None:
+                    config["ckpt_path"] = str(last)
+                    print(f"resuming from {last}")
+
+        def before_fit(self):
+            self._before("fit")
+
+        def before_validate(self):
+            self._before("validate")
+
+        def before_test(self):
+            self._before("test")
+
+        def before_predict(self):
+            self._before("predict")
 
     FramecastCLI(
         FramePredictionModule,

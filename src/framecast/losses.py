@@ -27,10 +27,10 @@ def parse_loss(spec: str | dict[str, float]) -> dict[str, float]:
     elif isinstance(spec, dict):
         weights = {str(k): float(v) for k, v in spec.items()}
     else:
-        raise ValueError(f"loss must be a name like 'mse', a mix like 'mse+gdl' or a dict of weights, got {spec!r}")
+        raise ValueError(f"model.loss must be a name like 'mse', a mix like 'mse+gdl' or a dict of weights, got {spec!r}")
     bad = [n for n in weights if n not in NAMES]
     if bad or not weights:
-        raise ValueError(f"unknown loss {bad or spec!r}; loss names are {list(NAMES)}")
+        raise ValueError(f"unknown loss {bad or spec!r} (model.loss); loss names are {list(NAMES)}")
     if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
         raise ValueError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
     return weights

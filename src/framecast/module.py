@@ -10,9 +10,11 @@ and the spec's metrics per horizon step, for the model and for the copy-last bas
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,6 +24,18 @@ from framecast.models import CopyLast, build_model
 from framecast.schedules import build_schedule
 
 LOGGED_METRICS = ("mse_frame", "mae_frame", "mse", "psnr", "ssim")
+
+
+def compile_predictor(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
+    """``torch.compile`` the recurrent step of a predictor in place (``mode``: torch.compile's, e.g.
+    ``reduce-overhead`` for CUDA graphs). The weights and the ``state_dict`` are unchanged."""
+    if hasattr(model, "step"):
+        model.step = torch.compile(model.step, mode=mode)
+    return model
+
+
+class NonFiniteError(FloatingPointError):
+    """The training loss or a gradient became NaN or infinite; the message names the step and the cause."""
 
 
 class FramePredictionModule(L.LightningModule):
@@ -41,6 +55,8 @@ class FramePredictionModule(L.LightningModule):
         teacher_forcing: ``none``, ``scheduled_sampling`` or ``reverse_scheduled_sampling``, with
             ``teacher_forcing_options`` (see :mod:`framecast.schedules`).
         grad_clip: clip the gradient norm (0: off).
+        compile: ``torch.compile`` the predictor's recurrent step (:func:`compile_predictor`); the rollout
+            loop stays in Python. Off by default: compiling takes a while, and on the CPU it gains little.
     """
 
     def __init__(
@@ -63,6 +79,7 @@ class FramePredictionModule(L.LightningModule):
         warmup_steps: int = 0,
         teacher_forcing: str = "none",
         teacher_forcing_options: dict[str, Any] | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -79,6 +96,8 @@ class FramePredictionModule(L.LightningModule):
                                  patch_size=patch_size, residual=residual, head=head,
                                  num_mixtures=num_mixtures, **(model_options or {}))
         self.teacher_forcing = build_schedule(teacher_forcing, **(teacher_forcing_options or {}))
+        if compile:
+            compile_predictor(self.model)
 
     def forward(self, context: Tensor, horizon: int) -> Tensor:
         """``context (B, T_ctx, C, H, W)`` -> prediction ``(B, horizon, C, H, W)``."""
@@ -98,7 +117,8 @@ class FramePredictionModule(L.LightningModule):
         context, target = batch["context"], batch["target"]
         b, t_ctx = context.shape[:2]
         horizon = target.shape[1]
-        mask = self.teacher_forcing.mask(self.global_step, b, t_ctx, horizon, device=context.device)
+        mask = self.teacher_forcing.mask(self.global_step, b, t_ctx, horizon, device=context.device,
+                                         generator=self._step_generator(context.device))
         roll = self.model.rollout(context, horizon, target=target, teacher_mask=mask)
         truth = torch.cat([context[:, 1:], target], 1) if self.hparams.loss_frames == "all" else target
         loss, parts = self._losses(roll, truth)
@@ -113,7 +133,49 @@ class FramePredictionModule(L.LightningModule):
         if self.hparams.teacher_forcing != "none":
             self.log("train/p_truth_horizon", p_hor, batch_size=b)
             self.log("train/p_truth_context", p_ctx, batch_size=b)
+        self._last_loss = loss.detach()
         return loss
+
+    def _step_generator(self, device) -> torch.Generator:
+        """Random draws of a training step (the teacher forcing mask) from ``(seed, step, rank)`` alone, so a
+        run resumed from a checkpoint draws exactly what the uninterrupted run drew (Lightning does not save
+        torch's global random state)."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0")) & 0xFFFFFFFF
+        state = np.random.SeedSequence([seed, self.global_step, self.global_rank]).generate_state(1, np.uint64)[0]
+        g = torch.Generator(device=device)
+        g.manual_seed(int(state >> 1))
+        return g
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before a non-finite loss or gradient reaches the weights (so no checkpoint ever holds them)."""
+        loss = getattr(self, "_last_loss", None)
+        trainer = self._trainer
+        # with fp16 AMP the gradient scaler itself skips steps with inf/nan gradients (and lowers its scale)
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None and scaler is None]
+        values = [g.detach().float().norm() for _, g in named]
+        if torch.is_tensor(loss):
+            values.append(loss.float().reshape(()))
+        if not values or bool(torch.isfinite(torch.stack(values)).all()):
+            return
+        where = f"step {self.global_step}"
+        if trainer is not None:
+            where += f" (epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx})"
+        if torch.is_tensor(loss) and not torch.isfinite(loss).all():
+            cause = f"the training loss is {loss.item()}"
+        else:
+            bad = [f"{n} ({'nan' if g.isnan().any() else 'inf'})" for n, g in named if not torch.isfinite(g).all()]
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            cause = f"the gradient of {', '.join(bad[:5])}{more} is not finite"
+            if torch.is_tensor(loss):
+                cause += f" (the loss is {loss.item():.6g})"
+        ckpt = getattr(trainer, "checkpoint_callback", None) if trainer is not None else None
+        last = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
+        kept = f" The last checkpoint, written before this step, is untouched: {last}." if last else ""
+        raise NonFiniteError(
+            f"training stopped at {where}: {cause}. The weights were not updated.{kept} Try a lower model.lr, "
+            f"trainer.gradient_clip_val, or check the data."
+        )
 
     # --- evaluation ----------------------------------------------------------------------------
     def _evaluate(self, batch: dict[str, Tensor], prefix: str) -> None:

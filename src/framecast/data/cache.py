@@ -37,6 +37,10 @@ from framecast.data.decode import DecodeSettings, decode_video
 CACHE_VERSION = 1
 
 
+class CacheDirError(OSError):
+    """The cache folder cannot be created or written; the message names it and says how to pick another."""
+
+
 def default_cache_dir() -> Path:
     """``$FRAMECAST_CACHE`` if set, else ``~/.cache/framecast/video``."""
     env = os.environ.get("FRAMECAST_CACHE")
@@ -106,9 +110,12 @@ class VideoCache:
         was being decoded is not filed under its new state.
         """
         frames_path, meta_path = self.entry_paths(source)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.ensure_writable()
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        _atomic_write(frames_path, lambda f: np.save(f, frames, allow_pickle=False))
+        try:
+            _atomic_write(frames_path, lambda f: np.save(f, frames, allow_pickle=False))
+        except OSError as e:
+            raise self._unwritable(e) from e
         meta = {
             **info,
             "key": source["key"],
@@ -119,8 +126,26 @@ class VideoCache:
             "dtype": "uint8",
             "npy_bytes": frames_path.stat().st_size,
         }
-        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        try:
+            _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        except OSError as e:
+            raise self._unwritable(e) from e
         return CacheEntry(frames_path, meta_path, meta)
+
+    def ensure_writable(self) -> None:
+        """Create the cache folder if needed; :class:`CacheDirError` naming it if that is impossible."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._unwritable(e) from e
+        if not self.root.is_dir():
+            raise self._unwritable(NotADirectoryError(f"{self.root} is not a folder"))
+
+    def _unwritable(self, error: OSError) -> CacheDirError:
+        return CacheDirError(
+            f"cannot write the video cache folder {self.root} ({error.strerror or error}): set "
+            f"data.init_args.cache_dir (framecast prepare --cache-dir) or $FRAMECAST_CACHE to a writable folder"
+        )
 
     def get_or_decode(self, video: str | Path, settings: DecodeSettings) -> tuple[CacheEntry, bool]:
         """``(entry, decoded)``: the cached entry, decoding and storing it first if needed.
@@ -131,6 +156,7 @@ class VideoCache:
         if entry is not None:
             return entry, False
         source = self.source_record(video, settings)
+        self.ensure_writable()  # before decoding, which can take long
         frames, info = decode_video(video, settings)
         return self.store(source, settings, frames, info), True
 

@@ -34,6 +34,10 @@ from av.video.reformatter import VideoReformatter
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".gif")
 _REORDER_WINDOW = 8  # frames; larger than any B-frame reordering delay seen in practice
+# Resampling repeats a source frame while it stays the nearest one; more repeats than this (on average, plus
+# the extra allowance, e.g. a GIF with long frame delays) mean corrupt timestamps, not a real video.
+MAX_REPEAT = 50
+MAX_EXTRA_FRAMES = 10_000
 
 
 class VideoDecodeError(Exception):
@@ -170,7 +174,15 @@ def decode_video(path: str | Path, settings: DecodeSettings) -> tuple[np.ndarray
             if settings.fps is None:
                 out = [converter(frame) for _, frame in timed]
             else:
-                out = [converter(frame) for frame in _nearest_frames(timed, settings.fps)]
+                out = []
+                for frame in _nearest_frames(timed, settings.fps):
+                    out.append(converter(frame))
+                    if len(out) > MAX_REPEAT * counter["decoded"] + MAX_EXTRA_FRAMES:
+                        raise VideoDecodeError(
+                            f"implausible timestamps (corrupt file or time base): resampling {counter['decoded']} "
+                            f"decoded frames to {settings.fps:g} fps gives more than {len(out) - 1} frames (a frame "
+                            f"at {counter['last_time']:.6g} s)"
+                        )
         except av.FFmpegError as e:
             raise VideoDecodeError(
                 f"truncated or corrupt: decoder error after {counter['decoded']} of "

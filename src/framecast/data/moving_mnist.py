@@ -13,10 +13,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from framecast.data.glyphs import builtin_digits
 from framecast.data.mnist_idx import read_idx_images
+from framecast.data.samplers import EpochSampler, EpochShuffleSampler, ResumableDataLoader, TrainerProgress
 
 
 def trajectory(rng: np.random.Generator, length: int, extent: float, speed: float) -> np.ndarray:
@@ -30,6 +31,9 @@ def trajectory(rng: np.random.Generator, length: int, extent: float, speed: floa
     theta = rng.uniform(0, 2 * math.pi)
     vel = speed * np.array([math.sin(theta), math.cos(theta)])
     out = np.empty((length, 2))
+    if extent <= 0:  # the digit fills the canvas: it cannot move (and reflecting in [0, 0] would never end)
+        out[:] = 0.0
+        return out
     for t in range(length):
         out[t] = pos
         pos = pos + vel
@@ -94,23 +98,6 @@ class FixedSet(Dataset):
         return {"context": frames[: self.context], "target": frames[self.context :]}
 
 
-class EpochSampler(Sampler[int]):
-    """Yields ``epoch * n .. epoch * n + n - 1``: fresh training sequences every epoch, reproducible from
-    the seed and the epoch (Lightning calls :meth:`set_epoch`, also when a run resumes)."""
-
-    def __init__(self, n: int):
-        self.n, self.epoch = n, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
-
-
 class MovingMNISTDataModule(L.LightningDataModule):
     """Moving digits for next-frame prediction (Srivastava et al. 2015).
 
@@ -152,13 +139,13 @@ class MovingMNISTDataModule(L.LightningDataModule):
                         ("num_digits", num_digits), ("train_size", train_size), ("val_size", val_size),
                         ("test_size", test_size), ("batch_size", batch_size)]:
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"data.{name} must be a positive integer, got {v!r}")
+                raise ValueError(f"data.init_args.{name} must be a positive integer, got {v!r}")
         if channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 or 3, got {channels!r}")
+            raise ValueError(f"data.init_args.channels must be 1 or 3, got {channels!r}")
         if canvas < 28:
-            raise ValueError(f"data.canvas must be at least the digit size 28, got {canvas}")
+            raise ValueError(f"data.init_args.canvas must be at least the digit size 28, got {canvas}")
         if speed <= 0:
-            raise ValueError(f"data.speed must be > 0 pixels per frame, got {speed}")
+            raise ValueError(f"data.init_args.speed must be > 0 pixels per frame, got {speed}")
         self.save_hyperparameters()
         self.digits, self.path = digits, path
         self.context_frames, self.horizon_frames = context_frames, horizon_frames
@@ -188,7 +175,7 @@ class MovingMNISTDataModule(L.LightningDataModule):
 
     def _from_npy(self, path: Path) -> dict[str, Dataset]:
         if not path.is_file():
-            raise FileNotFoundError(f"data.path {path} does not exist (expected mnist_test_seq.npy)")
+            raise FileNotFoundError(f"data.init_args.path {path} does not exist (expected mnist_test_seq.npy)")
         arr = np.load(path, mmap_mode="r")
         t = self.context_frames + self.horizon_frames
         if arr.ndim != 4 or arr.shape[0] < t:
@@ -204,8 +191,8 @@ class MovingMNISTDataModule(L.LightningDataModule):
         self.size = tuple(seqs.shape[-2:])
         return out
 
-    def _loader(self, split: str, sampler=None, shuffle=False) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, shuffle=shuffle,
+    def _loader(self, split: str, sampler=None) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           collate_fn=self._collate)
 
@@ -216,10 +203,14 @@ class MovingMNISTDataModule(L.LightningDataModule):
         return batch
 
     def train_dataloader(self) -> DataLoader:
+        """Training batches in an order fixed by the seed and the epoch, resumable mid-epoch
+        (:mod:`framecast.data.samplers`): fresh generated sequences per epoch, or a seeded shuffle of
+        the training part of ``mnist_test_seq.npy``."""
         ds = self.datasets["train"]
-        if isinstance(ds, MovingDigits):
-            return self._loader("train", sampler=EpochSampler(len(ds)))
-        return self._loader("train", shuffle=True)
+        sampler = EpochSampler(len(ds)) if isinstance(ds, MovingDigits) else EpochShuffleSampler(len(ds), self.hparams.seed)
+        return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0, collate_fn=self._collate,
+                                   progress=TrainerProgress(self))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

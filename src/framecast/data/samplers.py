@@ -12,38 +12,75 @@ never interrupted. Lightning restores its loop counters (epoch, batch index) but
   batches the training loop had taken, and after loading it sets its sampler to that epoch and skips those
   batches by their indices (no data is loaded for them).
 
-Both keep working under ``DistributedSampler`` wrapping (DDP): every process skips its own consumed batches.
+Under DDP the samplers shard the epoch's order themselves (see :class:`EpochSampler`), so ``devices=W`` with
+batch ``b`` trains on exactly the batches of one process with batch ``W*b``; every process skips its own
+consumed batches on resume.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 
-class EpochSampler(Sampler[int]):
-    """Yields ``epoch * n .. epoch * n + n - 1``: fresh generated sequences every epoch, reproducible from
-    the seed and the epoch (Lightning calls :meth:`set_epoch`; a resumed loader restores it)."""
+class _EpochOrderSampler(DistributedSampler):
+    """An epoch's order of indices (:meth:`order`), sharded over the processes of a distributed run.
 
-    def __init__(self, n: int):
+    A ``DistributedSampler`` (so Lightning does not wrap it in another one that would shuffle it again):
+    with ``W`` processes, process ``r`` takes positions ``r, r + W, r + 2W, ...`` of the epoch's order
+    (padded by wrapping around to equal lengths, as ``DistributedSampler`` does). With batch ``b`` per
+    process, step ``k`` of all processes together covers positions ``k*b*W .. (k+1)*b*W - 1``: the very
+    batch that one process with batch ``b*W`` takes at step ``k``. ``num_replicas`` / ``rank`` default to
+    the initialised process group, else one process.
+    """
+
+    def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None):
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if distributed else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.n, self.epoch = n, 0
+        self.num_replicas, self.rank = num_replicas, rank
+        self.num_samples = -(-n // num_replicas) if n else 0
+        self.total_size = self.num_samples * num_replicas
+        self.shuffle, self.drop_last, self.seed = False, False, 0
+
+    def order(self) -> np.ndarray:
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
+        order = self.order()
+        if self.total_size > len(order):
+            order = np.resize(order, self.total_size)  # wraps around, like DistributedSampler's padding
+        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A random permutation of ``0 .. n-1`` per epoch, drawn from ``(seed, epoch)`` alone.
+class EpochSampler(_EpochOrderSampler):
+    """Yields ``epoch * n .. epoch * n + n - 1`` (this process's share of them): fresh generated sequences
+    every epoch, reproducible from the seed and the epoch (Lightning calls :meth:`set_epoch`; a resumed
+    loader restores it)."""
+
+    def order(self) -> np.ndarray:
+        return np.arange(self.epoch * self.n, (self.epoch + 1) * self.n)
+
+
+class EpochShuffleSampler(_EpochOrderSampler):
+    """A random permutation of ``0 .. n-1`` per epoch, drawn from ``(seed, epoch)`` alone (this process's
+    share of it).
 
     Unlike ``RandomSampler`` (which draws from torch's global random state, not saved in checkpoints), the
     order of every epoch is the same on every run and after a resume. With ``tag_epoch`` the indices are
@@ -51,19 +88,14 @@ class EpochShuffleSampler(Sampler[int]):
     :class:`framecast.data.video.VideoClipDataset`) and reduce it with ``% n``.
     """
 
-    def __init__(self, n: int, seed: int = 0, tag_epoch: bool = False):
-        self.n, self.seed, self.tag_epoch, self.epoch = n, seed, tag_epoch, 0
+    def __init__(self, n: int, seed: int = 0, tag_epoch: bool = False, num_replicas: int | None = None,
+                 rank: int | None = None):
+        super().__init__(n, num_replicas, rank)
+        self.seed, self.tag_epoch = seed, tag_epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> np.ndarray:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        offset = self.epoch * self.n if self.tag_epoch else 0
-        return iter((order + offset).tolist())
+        return order + self.epoch * self.n if self.tag_epoch else order
 
 
 class _SkipFirst:
@@ -134,10 +166,21 @@ class ResumableDataLoader(DataLoader):
         done = self.progress() if self.progress is not None else None
         if done is None:
             done = self._drawn.count if self._drawn is not None else 0
-        return {"epoch": sampler_epoch(self), "batches": int(done)}
+        return {"epoch": sampler_epoch(self), "batches": int(done), "step_clips": self._step_clips()}
+
+    def _step_clips(self) -> int:
+        """Clips per step over all processes (batch size x processes sharing the sampler)."""
+        return int(self.batch_size or 1) * int(getattr(self.sampler, "num_replicas", 1) or 1)
 
     def load_state_dict(self, state: dict[str, int | None]) -> None:
         epoch, done = state.get("epoch"), int(state.get("batches") or 0)
+        saved, now = int(state.get("step_clips") or self._step_clips()), self._step_clips()
+        if saved != now:  # another batch size or number of processes: the same clips, in other batches
+            if (done * saved) % now:
+                warnings.warn(f"resuming with {now} clips per step instead of {saved}: {done * saved} clips of "
+                              f"this epoch were trained on, so {done * saved % now} of them are trained on again",
+                              stacklevel=2)
+            done = done * saved // now
         if done >= len(self):  # saved at the end of an epoch: the next one starts from its beginning
             epoch, done = (epoch + 1 if epoch is not None else None), 0
         if epoch is not None:
@@ -149,13 +192,13 @@ class _CountingSampler:
     """Counts the batches drawn from ``sampler`` in its current iteration (the fallback progress)."""
 
     def __init__(self, sampler, loader: ResumableDataLoader):
-        self.sampler, self.count = sampler, 0
-        loader._drawn = self
+        self.sampler, self.loader, self.count = sampler, loader, 0
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
+        self.loader._drawn = self
         self.count = getattr(self.sampler, "skip", 0)
         for batch in self.sampler:
             self.count += 1

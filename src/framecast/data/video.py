@@ -22,6 +22,8 @@ Defaults chosen here (see :mod:`framecast.data.clips` for details):
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,12 @@ from tqdm.auto import tqdm
 from framecast.data.cache import CacheEntry, VideoCache
 from framecast.data.clips import SPLITS, normalize_fractions, plan_windows, seconds_to_frames
 from framecast.data.decode import BadVideoError, DecodeSettings, VideoDecodeError, find_videos
+from framecast.data.samplers import (
+    EpochShuffleSampler,
+    ResumableDataLoader,
+    TrainerProgress,
+    seeded_generator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,10 @@ class VideoClipDataset(Dataset):
     frame_files: ``.npy`` files of uint8 ``(N, H, W, C)`` frames (opened lazily, memory-mapped, in
     each worker process). windows: ``(file index, start frame)`` per clip. transform: optional
     callable on the uint8 clip tensor ``(T, C, H, W)`` (the same random parameters for every
-    frame). time_reverse: play each clip backwards with probability 0.5.
+    frame). time_reverse: play each clip backwards with probability 0.5. seed: with augmentation, the
+    random draws of item ``i`` come from ``(seed, i)`` alone; an index ``i >= len(self)`` is clip
+    ``i % len(self)`` (the training sampler tags indices with the epoch, so every epoch draws anew), which
+    makes the augmentation of every clip the same after a resume and in any worker process.
 
     Item: ``{"context": float32 (context_frames, C, H, W), "target": float32 (horizon_frames, C, H, W)}``
     in ``[0, 1]``.
@@ -62,6 +73,7 @@ class VideoClipDataset(Dataset):
         horizon_frames: int,
         transform=None,
         time_reverse: bool = False,
+        seed: int = 0,
     ):
         self.frame_files = [Path(p) for p in frame_files]
         self.windows = list(windows)
@@ -69,6 +81,7 @@ class VideoClipDataset(Dataset):
         self.horizon_frames = horizon_frames
         self.transform = transform
         self.time_reverse = time_reverse
+        self.seed = seed
         self._arrays: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -86,11 +99,15 @@ class VideoClipDataset(Dataset):
         return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        clip = self.clip(index)
-        if self.transform is not None:
-            clip = self.transform(clip)
-        if self.time_reverse and torch.rand(()) < 0.5:
-            clip = clip.flip(0)
+        clip = self.clip(index % len(self.windows))
+        if self.transform is not None or self.time_reverse:
+            g = seeded_generator(self.seed, index)
+            if self.transform is not None:  # torchvision draws from the global generator: fork and seed it
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(torch.randint(2**62, (), generator=g)))
+                    clip = self.transform(clip)
+            if self.time_reverse and torch.rand((), generator=g) < 0.5:
+                clip = clip.flip(0)
         clip = clip.float().div_(255.0)
         return {"context": clip[: self.context_frames], "target": clip[self.context_frames :]}
 
@@ -152,6 +169,7 @@ class VideoClipDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.videos = videos
+        _check_settings(fps, size, crop, channels, batch_size)
         self.settings = DecodeSettings(fps=fps, size=tuple(size), crop=crop, channels=channels)
         self.fps = self.settings.fps
         self.size = self.settings.size
@@ -271,6 +289,7 @@ class VideoClipDataModule(L.LightningDataModule):
                 self.horizon_frames,
                 transform=_augment_transform(self.augment, self.size) if train else None,
                 time_reverse=train and bool(self.augment.get("time_reverse")),
+                seed=self.seed,
             )
         return self._datasets[split]
 
@@ -286,7 +305,19 @@ class VideoClipDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Training clips in a seeded random order per epoch (from ``seed`` and the epoch, not from the
+        global random state), resumable mid-epoch (:mod:`framecast.data.samplers`)."""
+        if not self.windows.get("train"):
+            return self._loader("train", shuffle=True)
+        dataset = self.dataset("train")
+        return ResumableDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(dataset), seed=self.seed, tag_epoch=True),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            progress=TrainerProgress(self),
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val", shuffle=False)
@@ -297,15 +328,33 @@ class VideoClipDataModule(L.LightningDataModule):
 
 def _length(name: str, seconds: float | None, frames: int | None, fps: float | None) -> int:
     """Frames from exactly one of ``<name>_seconds`` / ``<name>_frames``."""
+    field = f"data.init_args.{name}"
     if (seconds is None) == (frames is None):
-        raise ValueError(f"give exactly one of {name}_seconds and {name}_frames")
+        raise ValueError(f"give exactly one of {name}_seconds and {name}_frames ({field}_seconds or {field}_frames)")
     if seconds is not None:
         if fps is None:
-            raise ValueError(f"{name}_seconds needs fps (with fps None, give {name}_frames)")
+            raise ValueError(f"{field}_seconds needs fps (data.init_args.fps; with fps None, give {field}_frames)")
+        if not (isinstance(seconds, numbers.Real) and math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"{field}_seconds must be a positive number of seconds, got {seconds!r}")
         return seconds_to_frames(seconds, fps)
-    if int(frames) < 1:
-        raise ValueError(f"{name}_frames must be >= 1, got {frames}")
+    if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 1:
+        raise ValueError(f"{field}_frames must be an integer >= 1, got {frames!r}")
     return int(frames)
+
+
+def _check_settings(fps, size, crop, channels, batch_size) -> None:
+    """Single-field checks with messages that name the CLI field and the accepted values."""
+    if fps is not None and not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"data.init_args.fps must be a positive number of frames per second (or null for the "
+                         f"native frames), got {fps!r}")
+    if size is None or len(size) != 2 or not all(isinstance(v, numbers.Integral) and v >= 1 for v in size):
+        raise ValueError(f"data.init_args.size must be [H, W] with positive integers, got {size!r}")
+    if crop not in ("center", "none"):
+        raise ValueError(f"data.init_args.crop must be 'center' or 'none', got {crop!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"data.init_args.channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"data.init_args.batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 def _check_augment(augment: dict | None) -> dict:

@@ -24,7 +24,7 @@ def build_model(name: str, **options) -> nn.Module:
     if name in BASELINES:
         return BASELINES[name]()
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS) + sorted(BASELINES)}")
+        raise ValueError(f"unknown model {name!r} (model.model); registered: {sorted(MODELS) + sorted(BASELINES)}")
     return MODELS[name](**options)
 
 

@@ -80,16 +80,16 @@ class Predictor(nn.Module):
     ):
         super().__init__()
         if channels not in (1, 3):
-            raise ValueError(f"model channels must be 1 or 3, got {channels}")
+            raise ValueError(f"model.channels must be 1 or 3, got {channels}")
         if isinstance(hidden, int):
             hidden = [hidden]
         hidden = list(hidden)
         if not hidden or any(h <= 0 for h in hidden):
-            raise ValueError(f"model hidden must be a non-empty list of positive ints, got {hidden}")
+            raise ValueError(f"model.hidden must be a non-empty list of positive ints, got {hidden}")
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"model kernel_size must be a positive odd int, got {kernel_size}")
+            raise ValueError(f"model.kernel_size must be a positive odd int, got {kernel_size}")
         if patch_size < 1:
-            raise ValueError(f"model patch_size must be >= 1, got {patch_size}")
+            raise ValueError(f"model.patch_size must be >= 1, got {patch_size}")
         self.channels = channels
         self.hidden = hidden
         self.kernel_size = kernel_size

@@ -7,6 +7,7 @@ Precipitation Nowcasting", NeurIPS 2015. https://arxiv.org/abs/1506.04214
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
@@ -25,7 +26,9 @@ class ConvLSTMCell(nn.Module):
         h' = o o tanh(c')
 
     The eight convolutions are one convolution over ``cat(x, h)`` with ``4 * hidden`` outputs.
-    Shapes: ``x (B, C_in, H, W)``, ``h, c (B, hidden, H, W)``.
+    Shapes: ``x (B, C_in, H, W)``, ``h, c (B, hidden, H, W)``. ``state=None`` is the zero state: the
+    convolution then reads only ``x`` (the ``W_h * h`` terms and ``f o c`` are zero), the same result with
+    the work on ``h = 0`` left out.
     """
 
     def __init__(self, in_channels: int, hidden: int, kernel_size: int):
@@ -33,10 +36,15 @@ class ConvLSTMCell(nn.Module):
         self.hidden = hidden
         self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        h, c = state
-        i, f, g, o = self.conv(torch.cat([x, h], dim=1)).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        if state is None:
+            conv = self.conv
+            i, f, g, o = F.conv2d(x, conv.weight[:, : x.shape[1]], conv.bias, padding=conv.padding).chunk(4, dim=1)
+            c = torch.sigmoid(i) * torch.tanh(g)
+        else:
+            h, c = state
+            i, f, g, o = self.conv(torch.cat([x, h], dim=1)).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
 
@@ -54,9 +62,7 @@ class ConvLSTM(Predictor):
         self.cells = nn.ModuleList(ConvLSTMCell(i, h, self.kernel_size) for i, h in zip(ins, self.hidden))
 
     def init_state(self, batch: int, height: int, width: int, like: Tensor):
-        return [
-            (like.new_zeros(batch, h, height, width), like.new_zeros(batch, h, height, width)) for h in self.hidden
-        ]
+        return [None] * len(self.hidden)  # the zero state, which the cells skip the work on
 
     def step(self, x: Tensor, state):
         new = []

@@ -1,0 +1,125 @@
+"""Multi-process training: ``--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu`` trains on
+exactly the clips of one process with twice the batch (so it reaches the same weights), splits clips across
+processes without duplicates, and reduces the validation metrics across processes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from framecast.cli import main
+from framecast.data.samplers import EpochSampler, EpochShuffleSampler
+
+FRAMECAST = Path(sys.executable).with_name("framecast")
+
+# 12 training sequences, batch 4: 3 steps are one epoch, which ends with a validation on 8 fixed clips
+CONFIG = """
+seed_everything: 0
+trainer:
+  max_steps: 3
+  accelerator: cpu
+  num_sanity_val_steps: 0
+  enable_progress_bar: false
+  enable_model_summary: false
+model:
+  model: convlstm
+  hidden: [8]
+  kernel_size: 3
+  patch_size: 4
+  lr: 0.003
+data:
+  class_path: framecast.data.MovingMNISTDataModule
+  init_args: {context_frames: 3, horizon_frames: 2, canvas: 32, train_size: 12, val_size: 8, test_size: 8,
+              batch_size: 4}
+"""
+
+
+def framecast(*args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([str(FRAMECAST), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    return out
+
+
+def val_metrics(root: Path) -> dict[str, float]:
+    (path,) = root.rglob("metrics.csv")
+    rows = [r for r in csv.DictReader(path.open()) if r.get("val/mse_frame")]
+    assert len(rows) == 1
+    return {k: float(v) for k, v in rows[0].items() if k.startswith("val/") and v}
+
+
+def test_two_processes_with_batch_b_train_like_one_with_batch_2b(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "one")])
+    finally:
+        torch.set_num_threads(threads)
+    framecast("fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "two"),
+              "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.init_args.batch_size", "2", cwd=tmp_path)
+    (one,) = (tmp_path / "one").rglob("last.ckpt")
+    (two,) = (tmp_path / "two").rglob("last.ckpt")
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    assert a["global_step"] == b["global_step"] == 3
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+    # the validation at the end of the epoch: each process saw half the clips, the logged means are global
+    m1, m2 = val_metrics(tmp_path / "one"), val_metrics(tmp_path / "two")
+    assert m1.keys() == m2.keys() and "val/mse_frame_t2" in m1
+    for k in m1:
+        assert m2[k] == pytest.approx(m1[k], rel=1e-4), k
+
+
+@pytest.mark.slow
+def test_validate_with_two_processes_matches_one(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "fit")])
+    (ckpt,) = (tmp_path / "fit").rglob("last.ckpt")
+    outs = []
+    for extra in ([], ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.init_args.batch_size", "2"]):
+        outs.append(framecast("validate", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.default_root_dir",
+                              str(tmp_path / f"val{len(outs)}"), *extra, cwd=tmp_path).stdout)
+
+    def table(text):
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                if line.strip().startswith("val/") and len(line.split()) == 2}
+
+    one, two = table(outs[0]), table(outs[1])
+    assert "val/mse_frame" in one and one.keys() == two.keys()
+    for k in one:
+        assert two[k] == pytest.approx(one[k], rel=1e-5), k
+
+
+@pytest.mark.parametrize("make", [lambda **kw: EpochSampler(10, **kw),
+                                  lambda **kw: EpochShuffleSampler(10, seed=4, tag_epoch=True, **kw)])
+def test_samplers_split_each_epoch_across_processes_without_duplicates(make):
+    single = make(num_replicas=1, rank=0)
+    for epoch in (0, 1):
+        single.set_epoch(epoch)
+        order = list(single)
+        shards = []
+        for rank in (0, 1):
+            s = make(num_replicas=2, rank=rank)
+            s.set_epoch(epoch)
+            shards.append(list(s))
+        assert len(shards[0]) == len(shards[1]) == 5
+        assert sorted(shards[0] + shards[1]) == sorted(order)  # every clip once, on one process
+        # batch k of 2 per process == batch k of 4 of one process
+        for k in range(2):
+            assert sorted(shards[0][2 * k : 2 * k + 2] + shards[1][2 * k : 2 * k + 2]) == sorted(order[4 * k : 4 * k + 4])
+    single.set_epoch(0)
+    first = list(single)
+    single.set_epoch(1)
+    assert list(single) != first  # a new epoch, new clips or a new order
+    odd = [list(make(num_replicas=3, rank=r)) for r in range(3)]  # 10 over 3: padded to equal lengths
+    assert {len(o) for o in odd} == {4} and set(np.concatenate(odd)) == set(first)
