@@ -22,9 +22,12 @@ Every round times each candidate once, in alternating order (A B C, C B A, ...),
 machine's load hits all of them alike; the first ``--warmup`` rounds are not counted. Statistics are the
 median, min, max and quartiles over the ``--steps`` counted rounds. FLOPs are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; a multiply-add is 2 FLOPs)
-on one clip and scaled by the batch. Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU
-the process's resident-set high-water mark (``VmHWM``, reset before each timed call through
-``/proc/self/clear_refs``), as the absolute peak and the rise above the resident set before the call.
+on one clip and scaled by the batch; ``frames_per_s`` counts the context and horizon frames of each clip.
+Peak memory (``peak_memory_bytes``) is the candidate's own tensors kept between calls (weights, optimizer
+state, inputs: ``state_bytes``) plus the working memory of one call (``peak_memory_rise_bytes``:
+activations, gradients, temporaries), on CUDA from the allocator's peak, on the CPU from the allocation
+events of ``torch.profiler`` (an extra untimed call after the warm-up), so each candidate is measured on
+its own although all share one process.
 
 Written: JSON to stdout and to ``--json OUT``; a short table to stderr.
 """
@@ -506,7 +509,7 @@ class Variant:
         self.train = Candidate(f"framecast {precision}", train_step_fn(module, plugin, batch, opt, sched, cudagraphs),
                                state=(module, opt, batch))
         self.infer = Candidate(f"framecast {precision}", infer, state=(module, ctx))
-        self.conv_name, self.conv_shape, self.conv_weight_shape = None, conv_shape, list(conv.weight.shape)
+        self.conv_shape, self.conv_weight_shape = conv_shape, list(conv.weight.shape)
         self.conv_train, self.conv_train_flops = self._conv(args, conv, conv_shape, b, plugin, device, fmt, True)
         self.conv_fwd, self.conv_fwd_flops = self._conv(args, conv, conv_shape, bi, plugin, device, fmt, False)
 
@@ -654,11 +657,20 @@ def measure(args: argparse.Namespace, model_hp: dict[str, Any], dims: dict[str, 
     return result
 
 
+_GRADS: dict[tuple, Tensor] = {}
+
+
 def _conv_call(layer: nn.Conv2d, x: Tensor, plugin, backward: bool) -> None:
+    """One call of the convolution alone: forward, or forward and backward (gradients of input and weight, as
+    in the model, where the input holds the hidden state) with a ready-made output gradient."""
     if backward:
         with plugin.forward_context():
             y = layer(x)
-        y.float().sum().backward()
+        key = (tuple(y.shape), y.dtype, y.device, y.is_contiguous(memory_format=torch.channels_last))
+        if key not in _GRADS:
+            _GRADS.clear()
+            _GRADS[key] = torch.ones_like(y)
+        y.backward(_GRADS[key])
         x.grad = None
         layer.weight.grad = layer.bias.grad = None
     else:
