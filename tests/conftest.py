@@ -1,5 +1,8 @@
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 
@@ -25,3 +28,22 @@ def mnist_path() -> Path:
 @pytest.fixture
 def videos_dir() -> Path:
     return need(VIDEOS)
+
+
+def write_video(path: Path, n_frames: int, size: int = 16) -> Path:
+    """A small 30 fps H.264 mp4 of ``n_frames`` noise frames."""
+    rng = np.random.default_rng(n_frames)
+    with av.open(str(path), "w") as container:
+        codec = "libvpx" if path.suffix == ".webm" else "libx264"
+        stream = container.add_stream(codec, rate=30, options={"preset": "ultrafast"} if codec == "libx264" else {})
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(n_frames):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from conftest import write_video
 from framecast.data import cache as cache_mod
 from framecast.data.cache import VideoCache, default_cache_dir
 from framecast.data.decode import DecodeSettings
@@ -19,24 +18,6 @@ from framecast.data.video import VideoClipDataModule
 from framecast.prepare import main as prepare_main
 
 SETTINGS = DecodeSettings(fps=10, size=(16, 16))
-
-
-def write_video(path: Path, n_frames: int, size: int = 16) -> Path:
-    """A small 30 fps H.264 mp4 of noise frames."""
-    rng = np.random.default_rng(n_frames)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture
