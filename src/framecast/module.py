@@ -54,7 +54,6 @@ class FramePredictionModule(L.LightningModule):
             ``warmup_steps`` of linear warm-up.
         teacher_forcing: ``none``, ``scheduled_sampling`` or ``reverse_scheduled_sampling``, with
             ``teacher_forcing_options`` (see :mod:`framecast.schedules`).
-        grad_clip: clip the gradient norm (0: off).
         compile: ``torch.compile`` the predictor's recurrent step (:func:`compile_predictor`); the rollout
             loop stays in Python. Off by default: compiling takes a while, and on the CPU it gains little.
     """
