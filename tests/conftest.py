@@ -1,3 +1,4 @@
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -5,6 +6,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -12,6 +14,12 @@ MNIST = SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz"
 VIDEOS = SHARED_DATA / "videos"
 
 torch.set_num_threads(2)
+
+# Property tests draw the same examples on every run, so a CI result is reproducible. To explore new
+# examples locally: HYPOTHESIS_PROFILE=explore make test
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def need(path: Path) -> Path:
