@@ -13,7 +13,7 @@ FRAMECAST = Path(sys.executable).with_name("framecast")
 
 def run(*args, cwd=None, timeout=300):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([str(FRAMECAST), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([str(FRAMECAST), *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 TINY = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "1", "--data.init_args.train_size", "24",

@@ -8,7 +8,7 @@ from framecast.data.moving_mnist import MovingDigits, trajectory
 
 
 def small(**kw):
-    args = dict(train_size=8, val_size=6, test_size=6, batch_size=4)
+    args = {"train_size": 8, "val_size": 6, "test_size": 6, "batch_size": 4}
     args.update(kw)
     dm = MovingMNISTDataModule(**args)
     dm.setup()
@@ -82,7 +82,7 @@ def test_rendered_digits_stay_whole_on_canvas(mnist_path):
     digits = read_idx_images(mnist_path)
     ds = MovingDigits(digits[:100], length=20, seed=0, context=10, horizon=10, num_digits=1)
     for i in range(20):
-        frames, paths = ds.sequence(i)
+        frames, _paths = ds.sequence(i)
         digit_mass = None
         for t, f in enumerate(frames):  # a single digit: the whole glyph is drawn in every frame
             mass = int(f.astype(np.int64).sum())

@@ -9,7 +9,7 @@ from framecast.data import MovingMNISTDataModule
 
 
 def tiny_module(**kw):
-    args = dict(model="convlstm", hidden=[16], kernel_size=3, patch_size=4, lr=3e-3)
+    args = {"model": "convlstm", "hidden": [16], "kernel_size": 3, "patch_size": 4, "lr": 3e-3}
     args.update(kw)
     return FramePredictionModule(**args)
 

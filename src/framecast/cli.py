@@ -52,6 +52,7 @@ def has_config(argv: list[str]) -> bool:
 
 
 def run_lightning(argv: list[str]) -> int:
+    from lightning import LightningDataModule
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
@@ -59,7 +60,6 @@ def run_lightning(argv: list[str]) -> int:
     from framecast.checkpoints import find_last_checkpoint, refusal, use_safe_checkpoint_io
     from framecast.checks import check_model_and_data
     from framecast.module import FramePredictionModule
-    from lightning import LightningDataModule
 
     class FramecastCLI(LightningCLI):
         def add_arguments_to_parser(self, parser):

@@ -12,7 +12,6 @@ Each term is computed in float32 and averaged over every predicted sub-pixel of 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from framecast.metrics import ssim_map
@@ -27,7 +26,7 @@ def parse_loss(spec: str | dict[str, float]) -> dict[str, float]:
     elif isinstance(spec, dict):
         weights = {str(k): float(v) for k, v in spec.items()}
     else:
-        raise ValueError(f"model.loss must be a name like 'mse', a mix like 'mse+gdl' or a dict of weights, got {spec!r}")
+        raise ValueError(f"model.loss must be a name like 'mse', a mix like 'mse+gdl' or a dict of weights, got {spec!r}")  # noqa: TRY004 (a bad config value)
     bad = [n for n in weights if n not in NAMES]
     if bad or not weights:
         raise ValueError(f"unknown loss {bad or spec!r} (model.loss); loss names are {list(NAMES)}")

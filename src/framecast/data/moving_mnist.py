@@ -167,8 +167,8 @@ class MovingMNISTDataModule(L.LightningDataModule):
             self.datasets = self._from_npy(Path(self.path))
             return
         pools = self.digit_pools()
-        common = dict(context=hp.context_frames, horizon=hp.horizon_frames, num_digits=hp.num_digits,
-                      canvas=hp.canvas, speed=hp.speed)
+        common = {"context": hp.context_frames, "horizon": hp.horizon_frames, "num_digits": hp.num_digits,
+                  "canvas": hp.canvas, "speed": hp.speed}
         self.datasets["train"] = MovingDigits(pools["train"], hp.train_size, hp.seed, **common)
         self.datasets["val"] = FixedSet(MovingDigits(pools["val"], hp.val_size, hp.eval_seed, **common))
         self.datasets["test"] = FixedSet(MovingDigits(pools["test"], hp.test_size, hp.eval_seed + 1, **common))
