@@ -58,7 +58,11 @@ def train_and_validate(config: Path, precision: str, steps: int, accelerator: st
 def compare(config: str | Path = DEFAULT_CONFIG, steps: int = 300, accelerator: str = "auto",
             val_size: int | None = None) -> dict:
     config = Path(config)
-    runs = {p: train_and_validate(config, p, steps, accelerator, val_size) for p in ("32", "bf16-mixed")}
+    runs = {}
+    for precision in ("32", "bf16-mixed"):
+        runs[precision] = run = train_and_validate(config, precision, steps, accelerator, val_size)
+        print(f"{precision:>10}: val mse_frame {run['val_mse_frame']:.2f} after {steps} steps "
+              f"({run['train_seconds']:.0f} s of training)", flush=True)
     fp32, bf16 = runs["32"]["val_mse_frame"], runs["bf16-mixed"]["val_mse_frame"]
     return {"config": str(config), "steps": steps, "runs": runs,
             "relative_difference": abs(bf16 - fp32) / fp32, "target": 0.05,
@@ -84,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bf16_vs_fp32.json").write_text(json.dumps(result, indent=2) + "\n")
-    for run in result["runs"].values():
-        print(f"{run['precision']:>10}: val mse_frame {run['val_mse_frame']:.2f} after {run['steps']} steps "
-              f"({run['train_seconds']:.0f} s of training)")
     ok = result["relative_difference"] <= result["target"]
     print(f"relative difference {100 * result['relative_difference']:.2f} % "
           f"({'within' if ok else 'NOT within'} 5 %); bf16 trained {result['bf16_training_speedup']:.2f}x faster")
