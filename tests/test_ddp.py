@@ -1,10 +1,12 @@
 """Multi-process training: ``--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu`` trains on
 exactly the clips of one process with twice the batch (so it reaches the same weights), splits clips across
-processes without duplicates, and reduces the validation metrics across processes."""
+processes without duplicates, and reduces the validation metrics across processes; ``framecast benchmark``
+with the same flags reports the numbers of one process."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -123,3 +125,38 @@ def test_samplers_split_each_epoch_across_processes_without_duplicates(make):
     assert list(single) != first  # a new epoch, new clips or a new order
     odd = [list(make(num_replicas=3, rank=r)) for r in range(3)]  # 10 over 3: padded to equal lengths
     assert {len(o) for o in odd} == {4} and set(np.concatenate(odd)) == set(first)
+
+
+def test_benchmark_with_two_processes_reports_the_numbers_of_one(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "fit")])
+    (ckpt,) = (tmp_path / "fit").rglob("last.ckpt")
+    # 7 test and 5 validation clips: odd, so a split that padded or dropped clips would show in the counts
+    common = ["benchmark", "--ckpt", str(ckpt), "--config", str(config), "--no-progress", "--lpips", "off",
+              "--data.test_size", "7", "--data.val_size", "5"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    out = framecast(*common, "--out", str(tmp_path / "two"), "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                    "--trainer.accelerator", "cpu", cwd=tmp_path)
+    assert out.stdout.count("wrote") == 4  # the first process writes, the second stays quiet
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert two["processes"] == 2 and "processes" not in one
+    assert one["data"]["clips"] == two["data"]["clips"] == 7
+    assert one["data"]["fit_clips"] == two["data"]["fit_clips"] == 5
+    assert [p["name"] for p in one["predictors"]] == [p["name"] for p in two["predictors"]]
+    for p, q in zip(one["predictors"], two["predictors"]):
+        if p["laplace_scales"] is not None:
+            assert q["laplace_scales"] == pytest.approx(p["laplace_scales"], rel=1e-6), p["name"]
+        for name, m in p["metrics"].items():
+            assert m["available"] == q["metrics"][name]["available"], (p["name"], name)
+            if m["available"]:
+                assert q["metrics"][name]["per_step"] == pytest.approx(m["per_step"], rel=1e-6), (p["name"], name)
+
+
+def test_benchmark_refuses_device_with_trainer_flags(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    assert main(["benchmark", "--baselines", "copy_last", "--config", str(config), "--out", str(tmp_path / "x"),
+                 "--device", "cpu", "--trainer.devices", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cannot be combined with --trainer.devices" in err and not (tmp_path / "x").exists()

@@ -32,6 +32,11 @@ Data: ``--config`` takes the ``data:`` section of a ``framecast fit`` config; ``
 file or folder like the first checkpoint's training clips (fps, clip lengths, size, channels); with
 neither, the data the first checkpoint was trained on. ``--data.KEY VALUE`` (or
 ``--data.init_args.KEY VALUE``) overrides an option of the data module, e.g. ``--data.test_size 64``.
+
+Several processes: ``--trainer.strategy ddp --trainer.devices N [--trainer.accelerator cpu|gpu]
+[--trainer.num_nodes M]``, as for ``framecast fit``. Each process evaluates every N-th clip and the exact
+sums behind every metric (and the Laplace fit) are merged, so the numbers are those of one process
+(:mod:`framecast.processes`); the first process writes the files.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from framecast.metrics import (
     laplace_bits_per_clip,
     mixture_bits_per_clip,
 )
+from framecast.processes import TRAINER_FLAGS, Processes, start
 
 DEFAULT_BASELINES = "copy_last,linear"
 
@@ -272,16 +278,20 @@ def _loader(dm, split: str):
     return loader
 
 
-def _clips(dm, split: str, clips: int | None, device, desc: str, progress: bool) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(context, target)`` on ``device``, batch by batch, for at most ``clips`` clips of ``split``."""
+def _clips(dm, split: str, clips: int | None, procs: Processes, desc: str,
+           progress: bool) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(context, target)`` on the process's device, batch by batch, for at most ``clips`` clips of ``split``
+    (this process's share of them when there are several processes)."""
     loader = _loader(dm, split)
+    if procs.world > 1:
+        loader, clips = procs.shard(loader, clips), None
     for batch in tqdm(batches(loader, clips), total=_num_batches(loader, clips), desc=desc, unit="batch",
-                      disable=not progress, file=sys.stderr):
-        yield batch["context"].to(device), batch["target"].to(device)
+                      disable=not (progress and procs.is_main), file=sys.stderr):
+        yield batch["context"].to(procs.device), batch["target"].to(procs.device)
 
 
 @torch.inference_mode()
-def fit_laplace(entries: list[Entry], dm, clips: int | None, device, progress: bool = True) -> int:
+def fit_laplace(entries: list[Entry], dm, clips: int | None, procs: Processes, progress: bool = True) -> int:
     """Fit each deterministic predictor's Laplace scales on the validation split; returns the clip count."""
     from framecast.codelength import LaplaceFit
 
@@ -290,12 +300,19 @@ def fit_laplace(entries: list[Entry], dm, clips: int | None, device, progress: b
         return 0
     fits = {e.name: LaplaceFit() for e in need}
     n = 0
-    for context, target in _clips(dm, "val", clips, device, "fitting Laplace scales (val)", progress):
+    for context, target in _clips(dm, "val", clips, procs, "fitting Laplace scales (val)", progress):
         horizon = target.shape[1]
         n += len(context)
         for e in need:
             pred, _ = e.predict(context, horizon)
             fits[e.name].add(pred.clamp(0, 1).cpu(), target.cpu())
+    if procs.world > 1:  # every process fits the same scales to everyone's pairs
+        gathered = procs.gather((n, fits))
+        n, fits = 0, {e.name: LaplaceFit() for e in need}
+        for n_r, fits_r in gathered:
+            n += n_r
+            for name, fit in fits_r.items():
+                fits[name].merge(fit)
     if n == 0:
         raise BenchmarkError("the validation split has no clips to fit the Laplace scales on")
     for e in need:
@@ -304,13 +321,13 @@ def fit_laplace(entries: list[Entry], dm, clips: int | None, device, progress: b
 
 
 @torch.inference_mode()
-def evaluate(entries: list[Entry], dm, split: str, clips: int | None, device, lpips: LPIPS,
+def evaluate(entries: list[Entry], dm, split: str, clips: int | None, procs: Processes, lpips: LPIPS,
              progress: bool = True) -> tuple[dict[str, MetricAccumulator], int]:
     """Every metric of every predictor on the same clips of ``split``; ``({name: accumulator}, clips)``."""
     accs = {e.name: MetricAccumulator() for e in entries}
     lpips_reason = lpips.unavailable_for(tuple(dm.size))
     n = 0
-    for context, target in _clips(dm, split, clips, device, f"benchmark ({split})", progress):
+    for context, target in _clips(dm, split, clips, procs, f"benchmark ({split})", progress):
         horizon = target.shape[1]
         n += len(context)
         for e in entries:
@@ -326,6 +343,14 @@ def evaluate(entries: list[Entry], dm, split: str, clips: int | None, device, lp
                     acc.add("lpips", lpips(pred, target))
                 except Exception as err:  # noqa: BLE001  (an optional metric never stops the benchmark)
                     lpips_reason = f"LPIPS failed: {type(err).__name__}: {err}"
+    if procs.world > 1:  # the sums of every process; LPIPS is reported only where every process had it
+        gathered = procs.gather((n, accs, lpips_reason))
+        n, accs = 0, {e.name: MetricAccumulator() for e in entries}
+        for n_r, accs_r, reason_r in gathered:
+            n += n_r
+            for name, acc in accs_r.items():
+                accs[name].merge(acc)
+            lpips_reason = lpips_reason or reason_r
     if n == 0:
         raise BenchmarkError(f"the {split} split has no clips")
     for acc in accs.values():
@@ -578,8 +603,14 @@ def summary_table(results: dict[str, Any]) -> str:
 
 def run(entries: list[Entry], dm, out: str | Path, clips: int | None = None, fit_clips: int | None = None,
         split: str = "test", seed: int = 0, device: str | torch.device = "cpu", lpips: bool = True,
-        command: str = "", progress: bool = True) -> tuple[dict[str, Any], list[Path]]:
-    """Benchmark ``entries`` on ``dm``, write the tables and the plot to ``out``: ``(results, paths)``."""
+        command: str = "", progress: bool = True,
+        procs: Processes | None = None) -> tuple[dict[str, Any], list[Path]]:
+    """Benchmark ``entries`` on ``dm``, write the tables and the plot to ``out``: ``(results, paths)``.
+
+    ``procs``: this process's place among several (:func:`framecast.processes.start`); its device
+    replaces ``device``, and only the first process writes (the others return no paths)."""
+    procs = procs or Processes(device=torch.device(device))
+    device = procs.device
     if split not in ("val", "test"):
         raise BenchmarkError(f"--split must be val or test, got {split!r}")
     dm = shrink(shrink(dm, split, clips), "val", fit_clips)
@@ -593,12 +624,14 @@ def run(entries: list[Entry], dm, out: str | Path, clips: int | None = None, fit
     for e in entries:
         e.model.to(device)
     torch.manual_seed(seed)
-    n_fit = fit_laplace(entries, dm, fit_clips, device, progress)
+    n_fit = fit_laplace(entries, dm, fit_clips, procs, progress)
     torch.manual_seed(seed)
-    accs, n = evaluate(entries, dm, split, clips, device, LPIPS(device, enabled=lpips), progress)
+    accs, n = evaluate(entries, dm, split, clips, procs, LPIPS(device, enabled=lpips), progress)
     data = describe_data(dm, split, n, n_fit or None)
     results = results_dict(entries, accs, data, seed, device, command)
-    return results, write_results(results, out)
+    if procs.world > 1:
+        results["processes"] = procs.world
+    return results, write_results(results, out) if procs.is_main else []
 
 
 def default_device() -> str:
@@ -643,6 +676,11 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--config", help="a framecast fit YAML config whose data: section gives the data")
     src.add_argument("--video", help="a video file, folder or glob, clipped like the first checkpoint's training data")
     add_common_arguments(p)
+    several = p.add_argument_group("several processes (as for framecast fit; each process evaluates every N-th clip)")
+    several.add_argument("--trainer.strategy", dest="strategy", help="e.g. ddp")
+    several.add_argument("--trainer.devices", dest="devices", help="processes per machine (one per GPU), e.g. 2")
+    several.add_argument("--trainer.accelerator", dest="accelerator", help="cpu, gpu or auto (default auto)")
+    several.add_argument("--trainer.num_nodes", dest="num_nodes", type=int, help="machines (default 1)")
     return p
 
 
@@ -653,17 +691,33 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(rest)
         if args.batch_size is not None:
             overrides["batch_size"] = args.batch_size
-        device = args.device or default_device()
+        procs = processes(args)
+        device = procs.device
         entries = load_predictors(parse_checkpoints(args.ckpt), baseline_names(args.baselines), device)
         dm = build_datamodule(args.config, args.video, entries, overrides)
         results, paths = run(entries, dm, args.out, clips=args.clips, fit_clips=args.fit_clips, split=args.split,
-                       seed=args.seed, device=device, lpips=args.lpips == "auto",
-                       command="framecast benchmark " + " ".join(argv), progress=not args.no_progress)
+                             seed=args.seed, lpips=args.lpips == "auto", command="framecast benchmark " + " ".join(argv),
+                             progress=not args.no_progress, procs=procs)
     except BenchmarkError as e:
         print(f"framecast benchmark: error: {e}", file=sys.stderr)
         return 2
-    print_written(results, paths)
+    if procs.is_main:
+        print_written(results, paths)
     return 0
+
+
+def processes(args: argparse.Namespace) -> Processes:
+    """One process on ``--device``, or those that the ``--trainer.*`` options ask for."""
+    flags = [flag for flag, dest in TRAINER_FLAGS.items() if getattr(args, dest) is not None]
+    if not flags:
+        return Processes(device=torch.device(args.device or default_device()))
+    if args.device:
+        raise BenchmarkError(f"--device cannot be combined with {', '.join(flags)}: use --trainer.accelerator "
+                             "(cpu or gpu) and --trainer.devices")
+    try:
+        return start(args.strategy, args.devices, args.accelerator, args.num_nodes)
+    except ValueError as e:
+        raise BenchmarkError(str(e)) from e
 
 
 def print_written(results: dict[str, Any], paths: list[Path]) -> None:

@@ -114,6 +114,16 @@ class _StepStats:
             if len(parts) > 1:
                 setattr(self, name, [self._merge(parts)])
 
+    def merge(self, other: _StepStats) -> None:
+        """Add ``other``'s pairs (e.g. another process's) to these."""
+        self.n += other.n
+        self.n_interior_far += other.n_interior_far
+        self.n_end_far += other.n_end_far
+        self.sum_far += other.sum_far
+        self.interior_near += other.interior_near
+        self.end_near += other.end_near
+        self.compact()
+
     def add(self, mu: Tensor, x: Tensor) -> None:
         mu = mu.detach().double().clamp(0, 1).flatten().cpu().numpy()
         x = snap(x.detach()).flatten().cpu().numpy()
@@ -192,6 +202,17 @@ class LaplaceFit:
             raise ValueError(f"batches have {t} steps, earlier ones {len(self.steps)}")
         for k in range(t):
             self.steps[k].add(pred[:, k], target[:, k])
+
+    def merge(self, other: LaplaceFit) -> None:
+        """Add ``other``'s pairs (e.g. another process's): the fit is then exactly the fit of both."""
+        if not other.steps:
+            return
+        if not self.steps:
+            self.steps = [_StepStats() for _ in other.steps]
+        if len(other.steps) != len(self.steps):
+            raise ValueError(f"cannot merge fits of {len(other.steps)} and {len(self.steps)} steps")
+        for mine, theirs in zip(self.steps, other.steps):
+            mine.merge(theirs)
 
     @property
     def count(self) -> int:

@@ -313,6 +313,13 @@ class MetricAccumulator:
         self.sums[name] = self.sums[name] + s if name in self.sums else s
         self.counts[name] = self.counts.get(name, 0) + values.shape[0]
 
+    def merge(self, other: MetricAccumulator) -> None:
+        """Add ``other``'s clips (e.g. another process's): the averages are then those over both."""
+        for name, s in other.sums.items():
+            self.sums[name] = self.sums[name] + s if name in self.sums else s.clone()
+            self.counts[name] = self.counts.get(name, 0) + other.counts[name]
+        self.unavailable.update(other.unavailable)
+
     def set_unavailable(self, name: str, reason: str) -> None:
         self.unavailable[name] = reason
 
