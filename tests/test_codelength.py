@@ -129,3 +129,21 @@ def test_fit_needs_data_and_consistent_shapes():
     fit.add(torch.rand(1, 2, 1, 4, 4), torch.rand(1, 2, 1, 4, 4))
     with pytest.raises(ValueError, match="steps"):
         fit.add(torch.rand(1, 3, 1, 4, 4), torch.rand(1, 3, 1, 4, 4))
+
+
+def test_merging_fits_of_two_halves_gives_the_fit_of_the_whole():
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 256, (6, 2, 1, 8, 8), generator=g).float() / 255
+    pred = (target + 0.05 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    whole, a, b = LaplaceFit(), LaplaceFit(), LaplaceFit()
+    whole.add(pred, target)
+    a.add(pred[:4], target[:4])
+    b.add(pred[4:], target[4:])
+    empty = LaplaceFit()
+    empty.merge(a)  # an empty fit (a process that got no clips) takes the other's steps
+    empty.merge(b)
+    empty.merge(LaplaceFit())
+    assert empty.count == whole.count == 6 * 64
+    for step in range(2):
+        assert empty.log_likelihood(step, 0.03) == pytest.approx(whole.log_likelihood(step, 0.03), rel=1e-12)
+    torch.testing.assert_close(empty.scales(), whole.scales(), rtol=1e-8, atol=0)

@@ -244,3 +244,16 @@ def test_lpips_with_local_weights(tmp_path, monkeypatch, no_network):
     other = lp(x, clip(2, 2, 1, 64, 64, seed=2))
     assert same.shape == (2, 2) and torch.all(same.abs() < 1e-6) and torch.all(other > 0)
     assert no_network == []
+
+
+def test_merged_accumulators_average_over_both():
+    a, b, whole = MetricAccumulator(), MetricAccumulator(), MetricAccumulator()
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])
+    a.add("mse", x[:1])
+    b.add("mse", x[1:])
+    b.set_unavailable("lpips", "no weights")
+    whole.add("mse", x)
+    a.merge(b)
+    torch.testing.assert_close(a.per_step("mse"), torch.tensor([3.0, 5.0], dtype=torch.float64))
+    assert a.counts["mse"] == 3 and a.unavailable == {"lpips": "no weights"}
+    torch.testing.assert_close(a.per_step("mse"), whole.per_step("mse"))
