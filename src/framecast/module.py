@@ -152,9 +152,11 @@ class FramePredictionModule(L.LightningModule):
         # with fp16 AMP the gradient scaler itself skips steps with inf/nan gradients (and lowers its scale)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None and scaler is None]
-        values = [g.detach().float().norm() for _, g in named]
+        # one fused norm over all gradients (not finite iff some gradient is not) and the loss: a single
+        # device-to-host sync per step, here and only here
+        values = [torch.nn.utils.get_total_norm([g for _, g in named]).float()] if named else []
         if torch.is_tensor(loss):
-            values.append(loss.float().reshape(()))
+            values.append(loss.detach().float().reshape(()))
         if not values or bool(torch.isfinite(torch.stack(values)).all()):
             return
         where = f"step {self.global_step}"
@@ -165,7 +167,8 @@ class FramePredictionModule(L.LightningModule):
         else:
             bad = [f"{n} ({'nan' if g.isnan().any() else 'inf'})" for n, g in named if not torch.isfinite(g).all()]
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-            cause = f"the gradient of {', '.join(bad[:5])}{more} is not finite"
+            cause = (f"the gradient of {', '.join(bad[:5])}{more} is not finite" if bad else
+                     "the gradient norm overflows float32 (every gradient is finite, but huge)")
             if torch.is_tensor(loss):
                 cause += f" (the loss is {loss.item():.6g})"
         ckpt = getattr(trainer, "checkpoint_callback", None) if trainer is not None else None
