@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from framecast.cli import main
-from framecast.data.samplers import EpochSampler, EpochShuffleSampler
+from framecast.data.samplers import EpochSampler, EpochShuffleSampler, EvalSampler
 
 FRAMECAST = Path(sys.executable).with_name("framecast")
 
@@ -62,23 +62,26 @@ def test_two_processes_with_batch_b_train_like_one_with_batch_2b(tmp_path):
     config.write_text(CONFIG)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # 5 validation clips: process 0 gets 3 (2 batches of 2), process 1 gets 2 (1 batch), none twice
     try:
-        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "one")])
+        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "one"),
+              "--data.init_args.val_size", "5"])
     finally:
         torch.set_num_threads(threads)
     framecast("fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "two"),
-              "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.init_args.batch_size", "2", cwd=tmp_path)
+              "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.init_args.batch_size", "2",
+              "--data.init_args.val_size", "5", cwd=tmp_path)
     (one,) = (tmp_path / "one").rglob("last.ckpt")
     (two,) = (tmp_path / "two").rglob("last.ckpt")
     a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
     assert a["global_step"] == b["global_step"] == 3
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-5, atol=1e-6, msg=k)
-    # the validation at the end of the epoch: each process saw half the clips, the logged means are global
+    # the validation at the end of the epoch: the processes' sums are added, so the means are those of 5 clips
     m1, m2 = val_metrics(tmp_path / "one"), val_metrics(tmp_path / "two")
     assert m1.keys() == m2.keys() and "val/mse_frame_t2" in m1
     for k in m1:
-        assert m2[k] == pytest.approx(m1[k], rel=1e-4), k
+        assert m2[k] == pytest.approx(m1[k], rel=1e-5), k
 
 
 @pytest.mark.slow
@@ -90,7 +93,8 @@ def test_validate_with_two_processes_matches_one(tmp_path):
     outs = []
     for extra in ([], ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.init_args.batch_size", "2"]):
         outs.append(framecast("validate", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.default_root_dir",
-                              str(tmp_path / f"val{len(outs)}"), *extra, cwd=tmp_path).stdout)
+                              str(tmp_path / f"val{len(outs)}"), "--data.init_args.val_size", "7", *extra,
+                              cwd=tmp_path).stdout)
 
     def table(text):
         return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
@@ -125,6 +129,16 @@ def test_samplers_split_each_epoch_across_processes_without_duplicates(make):
     assert list(single) != first  # a new epoch, new clips or a new order
     odd = [list(make(num_replicas=3, rank=r)) for r in range(3)]  # 10 over 3: padded to equal lengths
     assert {len(o) for o in odd} == {4} and set(np.concatenate(odd)) == set(first)
+
+
+def test_eval_sampler_gives_every_clip_to_exactly_one_process():
+    for n, world in ((7, 2), (10, 3), (3, 3), (0, 2)):
+        shards = [list(EvalSampler(n, num_replicas=world, rank=r)) for r in range(world)]
+        assert sorted(i for s in shards for i in s) == list(range(n))
+        assert [len(EvalSampler(n, num_replicas=world, rank=r)) for r in range(world)] == [len(s) for s in shards]
+    assert list(EvalSampler(5)) == [0, 1, 2, 3, 4]  # one process: all, in order
+    with pytest.raises(ValueError, match="the val split has 1 clip for 2 processes"):
+        EvalSampler(1, num_replicas=2, rank=0)
 
 
 def test_benchmark_with_two_processes_reports_the_numbers_of_one(tmp_path):

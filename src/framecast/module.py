@@ -95,6 +95,7 @@ class FramePredictionModule(L.LightningModule):
                                  patch_size=patch_size, residual=residual, head=head,
                                  num_mixtures=num_mixtures, **(model_options or {}))
         self.teacher_forcing = build_schedule(teacher_forcing, **(teacher_forcing_options or {}))
+        self._eval_sums: dict[str, dict[str, Tensor]] = {}  # split -> metric -> sum over clips (see _evaluate)
         if compile:
             compile_predictor(self.model)
 
@@ -180,24 +181,62 @@ class FramePredictionModule(L.LightningModule):
         )
 
     # --- evaluation ----------------------------------------------------------------------------
+    # Validation and test metrics are exact averages over every clip of the split, on any number of
+    # processes: each process sums its clips' values (each clip is on one process, see
+    # framecast.data.samplers.EvalSampler), the sums and counts are added across processes once at the end
+    # of the epoch, and only then divided. (Lightning's sync_dist would average the processes' means,
+    # which is exact only when every process has as many clips.)
     def _evaluate(self, batch: dict[str, Tensor], prefix: str) -> None:
         context, target = batch["context"], batch["target"]
         b, horizon = context.shape[0], target.shape[1]
         roll = self.model.rollout(context, horizon)
         loss, _ = self._losses(roll, target)
-        self.log(f"{prefix}/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
         pred = roll.prediction()
+        sums = self._eval_sums.setdefault(prefix, {})
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+
+        def add(name: str, value: Tensor) -> None:
+            value = value.detach().to(dtype)
+            sums[name] = sums[name] + value if name in sums else value
+
+        add("clips", torch.tensor(float(b), device=self.device))
+        add("loss", loss * b)
         for who, p in (("", pred), ("copy_last/", CopyLast()(context, horizon))):
             for name in LOGGED_METRICS:
                 per_clip = PIXEL_METRICS[name](p, target)  # (B, T)
                 if name == "psnr":
                     per_clip = per_clip.clamp(max=100.0)  # a perfect frame would make the mean inf
-                steps = per_clip.mean(0)
-                self.log(f"{prefix}/{who}{name}", steps.mean(), batch_size=b, sync_dist=True,
-                         prog_bar=(name == "mse_frame" and not who))
-                if not who and name == "mse_frame":
-                    for k in range(horizon):
-                        self.log(f"{prefix}/{name}_t{k + 1}", steps[k], batch_size=b, sync_dist=True)
+                add(f"{who}{name}", per_clip.sum(0))
+
+    def _log_evaluation(self, prefix: str) -> None:
+        sums = self._eval_sums.pop(prefix, {})
+        if not sums:
+            return
+        names = list(sums)  # the same order on every process
+        flat = torch.cat([sums[n].reshape(-1) for n in names])
+        if self.trainer.world_size > 1:
+            flat = self.trainer.strategy.reduce(flat, reduce_op="sum")
+        parts = dict(zip(names, flat.split([sums[n].numel() for n in names])))
+        clips = parts.pop("clips")
+        for name, total in parts.items():
+            steps = (total / clips).float()
+            self.log(f"{prefix}/{name}", steps.mean(), sync_dist=True,  # (already global: the mean of equal values)
+                     prog_bar=name in ("loss", "mse_frame"))
+            if name == "mse_frame":
+                for k in range(len(steps)):
+                    self.log(f"{prefix}/{name}_t{k + 1}", steps[k], sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_sums.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_sums.pop("test", None)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

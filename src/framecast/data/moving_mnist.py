@@ -17,7 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from framecast.data.glyphs import builtin_digits
 from framecast.data.mnist_idx import read_idx_images
-from framecast.data.samplers import EpochSampler, EpochShuffleSampler, ResumableDataLoader, TrainerProgress
+from framecast.data.samplers import (
+    EpochSampler,
+    EpochShuffleSampler,
+    EvalSampler,
+    ResumableDataLoader,
+    TrainerProgress,
+)
 
 
 def trajectory(rng: np.random.Generator, length: int, extent: float, speed: float) -> np.ndarray:
@@ -191,7 +197,9 @@ class MovingMNISTDataModule(L.LightningDataModule):
         self.size = tuple(seqs.shape[-2:])
         return out
 
-    def _loader(self, split: str, sampler=None) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
+        """A fixed split, each clip on one process (:class:`EvalSampler`)."""
+        sampler = EvalSampler(len(self.datasets[split]), split=split)
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           collate_fn=self._collate)

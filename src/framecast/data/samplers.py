@@ -14,7 +14,8 @@ never interrupted. Lightning restores its loop counters (epoch, batch index) but
 
 Under DDP the samplers shard the epoch's order themselves (see :class:`EpochSampler`), so ``devices=W`` with
 batch ``b`` trains on exactly the batches of one process with batch ``W*b``; every process skips its own
-consumed batches on resume.
+consumed batches on resume. The fixed validation and test clips are split by :class:`EvalSampler`, which
+(unlike ``DistributedSampler``) never repeats a clip.
 """
 
 from __future__ import annotations
@@ -67,6 +68,37 @@ class _EpochOrderSampler(DistributedSampler):
         if self.total_size > len(order):
             order = np.resize(order, self.total_size)  # wraps around, like DistributedSampler's padding
         return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+
+
+class EvalSampler(DistributedSampler):
+    """Clips ``rank, rank + W, rank + 2W, ...`` of ``0 .. n-1`` for process ``rank`` of ``W`` (all of them in
+    order for one process): every validation or test clip is evaluated exactly once, with no padding, so
+    metrics summed over the processes are those of one process (:class:`framecast.module.FramePredictionModule`
+    reduces sums and counts, not means). A ``DistributedSampler``, so Lightning does not replace it.
+
+    Raises ``ValueError`` when there are fewer clips than processes (a process without clips would skip
+    the evaluation loop that the others wait in).
+    """
+
+    def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None, split: str = "val"):
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if distributed else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if 0 < n < num_replicas:
+            raise ValueError(f"the {split} split has {n} clip{'s' if n > 1 else ''} for {num_replicas} processes: give it at least one "
+                             f"clip per process (data.init_args.{split}_size or a longer video), or use fewer devices")
+        self.n, self.num_replicas, self.rank = n, num_replicas, rank
+        self.shuffle, self.drop_last, self.seed, self.epoch = False, False, 0, 0
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.num_replicas))
 
 
 class EpochSampler(_EpochOrderSampler):

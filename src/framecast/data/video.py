@@ -40,6 +40,7 @@ from framecast.data.clips import SPLITS, normalize_fractions, plan_windows, seco
 from framecast.data.decode import BadVideoError, DecodeSettings, VideoDecodeError, find_videos
 from framecast.data.samplers import (
     EpochShuffleSampler,
+    EvalSampler,
     ResumableDataLoader,
     TrainerProgress,
     seeded_generator,
@@ -293,13 +294,15 @@ class VideoClipDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader | list:
+    def _loader(self, split: str) -> DataLoader | list:
+        """A fixed split, each clip on one process (:class:`EvalSampler`)."""
         if not self.windows.get(split) and self.split[SPLITS.index(split)] == 0:
             return []  # the split is switched off: Lightning runs no loop on an empty list
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EvalSampler(len(dataset), split=split),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -308,7 +311,7 @@ class VideoClipDataModule(L.LightningDataModule):
         """Training clips in a seeded random order per epoch (from ``seed`` and the epoch, not from the
         global random state), resumable mid-epoch (:mod:`framecast.data.samplers`)."""
         if not self.windows.get("train"):
-            return self._loader("train", shuffle=True)
+            return self._loader("train")  # no training clips: empty (or switched off)
         dataset = self.dataset("train")
         return ResumableDataLoader(
             dataset,
@@ -320,10 +323,10 @@ class VideoClipDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader | list:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
 
 def _length(name: str, seconds: float | None, frames: int | None, fps: float | None) -> int:
