@@ -278,15 +278,42 @@ def test_convlstm_cell_known_answer():
 
 def test_convlstm_model_step_uses_cells():
     model = make("convlstm")
+    model.layout = "fused"
     x = torch.rand(2, 1, 8, 8)
     state = model.init_state(2, 8, 8, x)
-    top, new, aux = model.step(x, state)
-    h0, c0 = model.cells[0](x, state[0])
-    h1, c1 = model.cells[1](h0, state[1])
+    top, (new, _), aux = model.step(x, state)
+    layers, gates = state
+    assert gates is None and layers == [None, None]
+    h0, c0 = model.cells[0](x, layers[0])
+    h1, c1 = model.cells[1](h0, layers[1])
     torch.testing.assert_close(top, h1)
     torch.testing.assert_close(new[0][1], c0)
     torch.testing.assert_close(new[1][1], c1)
     assert aux == 0.0
+
+
+def test_convlstm_per_gate_layout_computes_the_fused_function_and_gradients():
+    """float32 on the CPU runs eight per-gate convolutions (auto), elsewhere one fused: same outputs, same
+    gradients of the one stored weight."""
+    torch.manual_seed(0)
+    model = ConvLSTM(channels=1, hidden=[8, 6], kernel_size=3, patch_size=2)
+    assert model._per_gate(torch.zeros(1)) and model.layout == "auto"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not model._per_gate(torch.zeros(1))  # bf16 convolutions: fused
+    context = torch.rand(3, 4, 1, 8, 8)
+    grads, outs = {}, {}
+    for layout in ("fused", "per_gate"):
+        model.layout = layout
+        model.zero_grad()
+        outs[layout] = model(context, horizon=3)
+        outs[layout].square().sum().backward()
+        grads[layout] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    torch.testing.assert_close(outs["per_gate"], outs["fused"], rtol=1e-5, atol=1e-6)
+    for name, g in grads["fused"].items():
+        torch.testing.assert_close(grads["per_gate"][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    model.layout = "sideways"
+    with pytest.raises(ValueError, match="layout"):
+        model(context, horizon=1)
 
 
 def test_convgru_cell_known_answer():
