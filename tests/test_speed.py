@@ -58,7 +58,9 @@ def test_speed_command_writes_every_field(tmp_path, capsys):
     assert st["precision"] == "bf16-mixed" and st["batch_size"] == 2 and st["steps"] == 2
     assert st["conv_dtypes"] == ["bfloat16"]  # Lightning's bf16-mixed really runs the convolutions in bfloat16
     flops = result["flops"]
-    assert 2.5 * flops["forward_per_clip"] < flops["train_per_clip"] < 3.5 * flops["forward_per_clip"]
+    # backward is about twice the forward, less the gradient of the input frames (which need none): in this
+    # tiny model (8 channels after 16 input channels) that part is large
+    assert 2.0 * flops["forward_per_clip"] < flops["train_per_clip"] < 3.0 * flops["forward_per_clip"]
     for phase, key in (("train", "step_time_s"), ("inference", "time_s")):
         r = result[phase]
         stats_ok(r[key])

@@ -42,10 +42,14 @@ class ConvLSTMCell(nn.Module):
         """The fused weight as per-gate pieces ``([W_xi, W_xf, W_xg, W_xo], [W_hi, ...], [b_i, ...])``:
         contiguous, differentiable copies (made once per rollout, so the per-step convolutions read
         contiguous weights and the gradients flow back into the fused parameter once)."""
-        n, w = self.hidden, self.conv.weight
-        wx = [w[k * n : (k + 1) * n, :in_channels].contiguous() for k in range(4)]
-        wh = [w[k * n : (k + 1) * n, in_channels:].contiguous() for k in range(4)]
-        return wx, wh, list(self.conv.bias.split(n))
+        n, w, b = self.hidden, self.conv.weight, self.conv.bias
+        # clone, not a view: a view made under no_grad would be neither a leaf nor have a grad_fn
+        def piece(t: Tensor) -> Tensor:
+            return t.clone(memory_format=torch.contiguous_format)
+
+        wx = [piece(w[k * n : (k + 1) * n, :in_channels]) for k in range(4)]
+        wh = [piece(w[k * n : (k + 1) * n, in_channels:]) for k in range(4)]
+        return wx, wh, [piece(b[k * n : (k + 1) * n]) for k in range(4)]
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None, gates=None) -> tuple[Tensor, Tensor]:
         if gates is not None:
