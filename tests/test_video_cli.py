@@ -19,7 +19,7 @@ def test_prepare_then_fit_video_config_on_a_real_video(videos_dir, tmp_path):
     cache = tmp_path / "cache"
     out = run("prepare", str(video), "--fps", "8", "--size", "64", "64", "--cache-dir", str(cache), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "cached" in out.stdout and str(video) in out.stdout
+    assert "cached" in out.stdout and str(video.resolve()) in out.stdout  # (prepare names the resolved path)
     written = list(cache.glob("*.npy"))
     assert len(written) == 1 and str(written[0]) in out.stdout
 
