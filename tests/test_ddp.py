@@ -174,3 +174,11 @@ def test_benchmark_refuses_device_with_trainer_flags(tmp_path, capsys):
                  "--device", "cpu", "--trainer.devices", "2"]) == 2
     err = capsys.readouterr().err
     assert "--device cannot be combined with --trainer.devices" in err and not (tmp_path / "x").exists()
+
+
+def test_benchmark_names_a_bad_trainer_option(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    assert main(["benchmark", "--baselines", "copy_last", "--config", str(config), "--out", str(tmp_path / "x"),
+                 "--trainer.accelerator", "cpu", "--trainer.devices", "many"]) == 2
+    assert "--trainer.* options" in capsys.readouterr().err and not (tmp_path / "x").exists()

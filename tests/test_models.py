@@ -297,9 +297,9 @@ def test_convlstm_per_gate_layout_computes_the_fused_function_and_gradients():
     gradients of the one stored weight."""
     torch.manual_seed(0)
     model = ConvLSTM(channels=1, hidden=[8, 6], kernel_size=3, patch_size=2)
-    assert model._per_gate(torch.zeros(1)) and model.layout == "auto"
+    assert model.runs_per_gate(torch.zeros(1)) and model.layout == "auto"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not model._per_gate(torch.zeros(1))  # bf16 convolutions: fused
+        assert not model.runs_per_gate(torch.zeros(1))  # bf16 convolutions: fused
     context = torch.rand(3, 4, 1, 8, 8)
     grads, outs = {}, {}
     for layout in ("fused", "per_gate"):

@@ -272,7 +272,10 @@ def describe_data(dm, split: str, clips: int, fit_clips: int | None) -> dict[str
 
 
 def _loader(dm, split: str):
-    loader = getattr(dm, f"{split}_dataloader")()
+    try:
+        loader = getattr(dm, f"{split}_dataloader")()
+    except ValueError as e:  # e.g. fewer clips than processes
+        raise BenchmarkError(str(e)) from e
     if isinstance(loader, list) and not loader:
         raise BenchmarkError(f"the data has no {split} split (its split fraction is 0)")
     return loader

@@ -307,11 +307,11 @@ def fused_layout(model: nn.Module):
 
 def runs_per_gate(model: nn.Module, plugin) -> bool:
     """Whether ``model`` (a ConvLSTM) runs its gates as eight convolutions under ``plugin``'s precision."""
-    if not hasattr(model, "_per_gate"):
+    if not hasattr(model, "runs_per_gate"):
         return False
     like = next(model.parameters())
     with plugin.forward_context():
-        return model._per_gate(like)
+        return model.runs_per_gate(like)
 
 
 def largest_conv(model: nn.Module, run: Callable[[], Any]) -> tuple[str, nn.Conv2d, tuple[int, ...]]:

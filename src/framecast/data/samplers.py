@@ -29,6 +29,19 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 
+def _place(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """``(num_replicas, rank)``, each taken from the initialised process group where None (one process
+    without one)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if num_replicas is None:
+        num_replicas = torch.distributed.get_world_size() if distributed else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if distributed else 0
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+    return num_replicas, rank
+
+
 class _EpochOrderSampler(DistributedSampler):
     """An epoch's order of indices (:meth:`order`), sharded over the processes of a distributed run.
 
@@ -41,13 +54,7 @@ class _EpochOrderSampler(DistributedSampler):
     """
 
     def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None):
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if num_replicas is None:
-            num_replicas = torch.distributed.get_world_size() if distributed else 1
-        if rank is None:
-            rank = torch.distributed.get_rank() if distributed else 0
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        num_replicas, rank = _place(num_replicas, rank)
         self.n, self.epoch = n, 0
         self.num_replicas, self.rank = num_replicas, rank
         self.num_samples = -(-n // num_replicas) if n else 0
@@ -81,13 +88,7 @@ class EvalSampler(DistributedSampler):
     """
 
     def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None, split: str = "val"):
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if num_replicas is None:
-            num_replicas = torch.distributed.get_world_size() if distributed else 1
-        if rank is None:
-            rank = torch.distributed.get_rank() if distributed else 0
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        num_replicas, rank = _place(num_replicas, rank)
         if 0 < n < num_replicas:
             raise ValueError(f"the {split} split has {n} clip{'s' if n > 1 else ''} for {num_replicas} processes: give it at least one "
                              f"clip per process (data.init_args.{split}_size or a longer video), or use fewer devices")

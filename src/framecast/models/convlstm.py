@@ -94,7 +94,8 @@ class ConvLSTM(Predictor):
         ins = [self.in_channels] + self.hidden[:-1]
         self.cells = nn.ModuleList(ConvLSTMCell(i, h, self.kernel_size) for i, h in zip(ins, self.hidden))
 
-    def _per_gate(self, like: Tensor) -> bool:
+    def runs_per_gate(self, like: Tensor) -> bool:
+        """Whether a rollout on tensors like ``like`` runs the gates as eight convolutions (``layout``)."""
         if self.layout not in ("auto", "fused", "per_gate"):
             raise ValueError(f"ConvLSTM.layout must be auto, fused or per_gate, got {self.layout!r}")
         if self.layout != "auto":
@@ -106,7 +107,7 @@ class ConvLSTM(Predictor):
         """``(layers, gates)``: the zero state of every layer (``None``, which the cells skip the work on)
         and, in the per-gate layout, each cell's per-gate weights for this rollout."""
         gates = None
-        if self._per_gate(like):
+        if self.runs_per_gate(like):
             ins = [self.in_channels] + self.hidden[:-1]
             gates = [cell.gate_weights(i) for cell, i in zip(self.cells, ins)]
         return [None] * len(self.hidden), gates
