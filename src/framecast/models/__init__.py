@@ -1,32 +1,27 @@
-"""Predictors by registered name. ``build_model("convlstm", channels=1, hidden=[64, 64])``."""
+"""Predictors by registered name. ``build_model("convlstm", channels=1, hidden=[64, 64])``.
+
+Every model file registers its classes with :func:`register_model`; importing the file here is what
+registers them, so a new model is one file plus one import line below (the registry itself is
+``framecast.models.registry``).
+"""
 
 from __future__ import annotations
-
-from torch import nn
 
 from framecast.models.base import Predictor, Rollout
 from framecast.models.baselines import CopyLast, Linear
 from framecast.models.convgru import ConvGRU
 from framecast.models.convlstm import ConvLSTM
 from framecast.models.predrnn import PredRNN, PredRNNv2
-
-MODELS: dict[str, type[nn.Module]] = {
-    "convlstm": ConvLSTM,
-    "convgru": ConvGRU,
-    "predrnn": PredRNN,
-    "predrnn_v2": PredRNNv2,
-}
-BASELINES: dict[str, type[nn.Module]] = {"copy_last": CopyLast, "linear": Linear}
-
-
-def build_model(name: str, **options) -> nn.Module:
-    """Build a registered predictor or baseline by name (options go to its constructor)."""
-    if name in BASELINES:
-        return BASELINES[name]()
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r} (model.model); registered: {sorted(MODELS) + sorted(BASELINES)}")
-    return MODELS[name](**options)
-
+from framecast.models.registry import (
+    BASELINES,
+    MODELS,
+    build_model,
+    check_options,
+    list_models,
+    model_options,
+    register_model,
+    shared_options,
+)
 
 __all__ = [
     "BASELINES",
@@ -40,4 +35,9 @@ __all__ = [
     "Predictor",
     "Rollout",
     "build_model",
+    "check_options",
+    "list_models",
+    "model_options",
+    "register_model",
+    "shared_options",
 ]

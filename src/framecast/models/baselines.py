@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from framecast.models.registry import register_model
 
+
+@register_model("copy_last", kind="baseline")
 class CopyLast(nn.Module):
     """Predict that nothing moves: every future frame equals the last context frame.
 
@@ -19,6 +22,7 @@ class CopyLast(nn.Module):
         return context[:, -1:].expand(-1, horizon, -1, -1, -1).clone()
 
 
+@register_model("linear", kind="baseline")
 class Linear(nn.Module):
     """Extrapolate the last two context frames linearly: ``x_{T+k} = x_T + k (x_T - x_{T-1})``, clipped to
     [0, 1]. With a single context frame it is :class:`CopyLast`.
@@ -36,5 +40,3 @@ class Linear(nn.Module):
         delta = last - context[:, -2:-1]
         k = torch.arange(1, horizon + 1, device=context.device, dtype=context.dtype).view(1, -1, 1, 1, 1)
         return (last + k * delta).clamp(0, 1)
-
-

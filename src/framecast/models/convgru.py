@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
+from framecast.models.registry import register_model
 
 
 class ConvGRUCell(nn.Module):
@@ -40,12 +41,26 @@ class ConvGRUCell(nn.Module):
         return (1 - z) * h + z * cand
 
 
+@register_model("convgru")
 class ConvGRU(Predictor):
-    """Stacked ConvGRU predictor (Ballas et al., ICLR 2016): layer ``l`` reads layer ``l-1``'s hidden state,
-    layer 0 the (patched) frame; the top layer's hidden state feeds the output head.
+    """Stacked ConvGRU predictor: layer ``l`` reads layer ``l-1``'s hidden state, layer 0 the (patched)
+    frame; the top layer's hidden state feeds the output head. Each layer is a :class:`ConvGRUCell`::
 
-    Input ``context (B, T_ctx, C, H, W)`` -> prediction ``(B, horizon, C, H, W)``; the state is one
-    ``(B, hidden[l], H/p, W/p)`` tensor per layer. Options as in :class:`framecast.models.base.Predictor`.
+        z  = sigmoid(W_z * x + U_z * h + b_z)
+        r  = sigmoid(W_r * x + U_r * h + b_r)
+        h~ = tanh   (W   * x + U   * (r o h) + b)
+        h' = (1 - z) o h + z o h~
+
+    Paper: Nicolas Ballas, Li Yao, Chris Pal, Aaron Courville, "Delving Deeper into Convolutional Networks
+    for Learning Video Representations", ICLR 2016, https://arxiv.org/abs/1511.06432.
+    Code: the authors released none; a widely used PyTorch reference implementation is
+    https://github.com/jacobkimmel/pytorch_convgru.
+
+    Shapes: input ``context (B, T_ctx, C, H, W)`` in [0, 1] -> prediction ``(B, horizon, C, H, W)``; with
+    ``p = patch_size`` the core runs on ``(B, C*p*p, H/p, W/p)`` and the state is one
+    ``(B, hidden[l], H/p, W/p)`` tensor per layer.
+
+    Options: only the shared ones of :class:`framecast.models.base.Predictor` (``**kwargs``).
     """
 
     def __init__(self, **kwargs):

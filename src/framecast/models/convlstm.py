@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
+from framecast.models.registry import register_model
 
 
 class ConvLSTMCell(nn.Module):
@@ -74,11 +75,31 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
+@register_model("convlstm")
 class ConvLSTM(Predictor):
-    """Stacked ConvLSTM predictor (Shi et al. 2015): layer ``l`` reads layer ``l-1``'s hidden state.
+    """Stacked ConvLSTM predictor: layer ``l`` reads layer ``l-1``'s hidden state, layer 0 the (patched)
+    frame; the top layer's hidden state feeds the output head. Each layer is a :class:`ConvLSTMCell`
+    (without the peephole terms)::
 
-    Input ``context (B, T_ctx, C, H, W)`` -> prediction ``(B, horizon, C, H, W)``; options as in
-    :class:`framecast.models.base.Predictor`.
+        i = sigmoid(W_xi * x + W_hi * h + b_i)
+        f = sigmoid(W_xf * x + W_hf * h + b_f)
+        g = tanh   (W_xg * x + W_hg * h + b_g)
+        o = sigmoid(W_xo * x + W_ho * h + b_o)
+        c' = f o c + i o g
+        h' = o o tanh(c')
+
+    Paper: Xingjian Shi, Zhourong Chen, Hao Wang, Dit-Yan Yeung, Wai-kin Wong, Wang-chun Woo,
+    "Convolutional LSTM Network: A Machine Learning Approach for Precipitation Nowcasting", NeurIPS 2015,
+    https://arxiv.org/abs/1506.04214.
+    Code: there is no official PyTorch implementation (the authors' later MXNet code for the HKO-7
+    benchmark, https://github.com/sxjscience/HKO-7, has ConvLSTM baselines); the PyTorch reference
+    implementation people use is https://github.com/ndrplz/ConvLSTM_pytorch.
+
+    Shapes: input ``context (B, T_ctx, C, H, W)`` in [0, 1] -> prediction ``(B, horizon, C, H, W)``; with
+    ``p = patch_size`` the core runs on ``(B, C*p*p, H/p, W/p)`` and the state is ``(h, c)`` per layer,
+    each ``(B, hidden[l], H/p, W/p)``.
+
+    Options: only the shared ones of :class:`framecast.models.base.Predictor` (``**kwargs``).
 
     ``layout`` (an attribute, not saved): how the cells run their eight gate convolutions. ``"auto"``:
     eight per-gate convolutions where they run in float32 on the CPU (oneDNN runs eight 128 -> 128

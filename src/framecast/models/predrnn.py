@@ -2,7 +2,8 @@
 
 * Wang, Long, Wang, Gao, Yu, "PredRNN: Recurrent Neural Networks for Predictive Learning using
   Spatiotemporal LSTMs", NeurIPS 2017.
-* Wang, Wu, Long, Zhang, Gao, Yu, "PredRNN: A Recurrent Neural Network for Spatiotemporal Predictive
+  https://papers.nips.cc/paper/2017/hash/e5f6ad6ce374177eef023bf5d0c018b6-Abstract.html
+* Wang, Wu, Zhang, Gao, Wang, Yu, Long, "PredRNN: A Recurrent Neural Network for Spatiotemporal Predictive
   Learning", TPAMI 2022. https://arxiv.org/abs/2103.09504
 
 Written after the official implementation, https://github.com/thuml/predrnn-pytorch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
+from framecast.models.registry import register_model
 
 
 def _conv(in_ch: int, out_ch: int, kernel_size: int, layer_norm: bool, bias: bool) -> nn.Module:
@@ -95,8 +97,16 @@ class SpatioTemporalLSTMCell(nn.Module):
         return h_new, c_new, m_new, delta_c, delta_m
 
 
+@register_model("predrnn")
 class PredRNN(Predictor):
-    """PredRNN (Wang et al., NeurIPS 2017): stacked ST-LSTM layers with a zig-zag spatiotemporal memory.
+    """PredRNN: stacked ST-LSTM layers (:class:`SpatioTemporalLSTMCell`) with a zig-zag spatiotemporal memory.
+
+    Paper: Yunbo Wang, Mingsheng Long, Jianmin Wang, Zhifeng Gao, Philip S. Yu, "PredRNN: Recurrent Neural
+    Networks for Predictive Learning using Spatiotemporal LSTMs", NeurIPS 2017,
+    https://papers.nips.cc/paper/2017/hash/e5f6ad6ce374177eef023bf5d0c018b6-Abstract.html (no arXiv
+    version; its journal extension is https://arxiv.org/abs/2103.09504, see :class:`PredRNNv2`).
+    Code: official PyTorch implementation https://github.com/thuml/predrnn-pytorch
+    (``core/models/predrnn.py``).
 
     At time step ``t`` layer ``l`` reads ``x = h^{l-1}_t`` (layer 0 the patched frame), its own
     ``h^l_{t-1}, c^l_{t-1}``, and the spatiotemporal memory ``M``: from layer ``l-1`` at the same step,
@@ -152,8 +162,15 @@ class PredRNN(Predictor):
         return hs[-1], (hs, cs, outs[-1][2]), 0.0
 
 
+@register_model("predrnn_v2")
 class PredRNNv2(PredRNN):
-    """PredRNN-v2 (Wang et al., TPAMI 2022): PredRNN with memory decoupling.
+    """PredRNN-v2: PredRNN with memory decoupling.
+
+    Paper: Yunbo Wang, Haixu Wu, Jianjin Zhang, Zhifeng Gao, Jianmin Wang, Philip S. Yu, Mingsheng Long,
+    "PredRNN: A Recurrent Neural Network for Spatiotemporal Predictive Learning", IEEE TPAMI 2022,
+    https://arxiv.org/abs/2103.09504.
+    Code: official PyTorch implementation https://github.com/thuml/predrnn-pytorch
+    (``core/models/predrnn_v2.py``).
 
     The increments of the two memories of every ST-LSTM layer, ``delta_c = i o g`` and
     ``delta_m = i' o g'`` (``(B, hidden, H, W)``), go through one bias-free 1x1 convolution per layer
@@ -175,6 +192,10 @@ class PredRNNv2(PredRNN):
         decouple_weight: the weight ``beta`` of the decoupling loss (official ``--decouple_beta``, 0.1).
             The loss is computed (and the adapters used) even at 0, so every parameter stays in the graph.
         layer_norm, **kwargs: as :class:`PredRNN`.
+
+    Shapes as :class:`PredRNN`: input ``context (B, T_ctx, C, H, W)`` -> prediction
+    ``(B, horizon, C, H, W)``, the state ``(h, c, m)`` of ``(B, hidden[l], H/p, W/p)`` tensors; the
+    rollout's ``aux_loss`` is a scalar.
     """
 
     def __init__(self, decouple_weight: float = 0.1, layer_norm: bool = False, **kwargs):
