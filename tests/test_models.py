@@ -615,3 +615,19 @@ def test_mixture_bits_are_finite_with_gradients_at_extremes():
     bits = head.bits(params, x)
     bits.sum().backward()
     assert torch.isfinite(bits).all() and torch.isfinite(params.grad).all()
+
+
+def test_mixture_smallest_logistic_is_as_narrow_as_pixelcnnpp():
+    """PixelCNN++ clamps log-scales at -7 on [-1, 1] (a level 2/255 wide); on [0, 1] the same narrowness
+    relative to a level is log-scale -7 - ln 2, so a confident prediction of an interior level codes it in
+    under 0.05 bits (at -7 it cost 0.34)."""
+    from framecast.models.heads import BIN, MIN_LOG_SCALE
+
+    assert math.exp(MIN_LOG_SCALE) / BIN == pytest.approx(math.exp(-7.0) / (2 / 255))
+    head = LogisticMixtureHead(4, 1, 1, 1)
+    x = torch.full((1, 1, 1, 1), 128 / 255)
+    confident = torch.tensor([0.0, 128 / 255, -20.0]).view(1, 3, 1, 1)  # asks for a scale below the clamp
+    bits = head.bits(confident, x).item()
+    assert bits < 0.05
+    d = BIN / math.exp(MIN_LOG_SCALE)  # by hand: sigmoid(d/2) - sigmoid(-d/2)
+    assert bits == pytest.approx(-math.log2(1 / (1 + math.exp(-d / 2)) - 1 / (1 + math.exp(d / 2))), rel=1e-4)
