@@ -1,13 +1,15 @@
 """Does bf16-mixed training reach the same quality as float32? Train the same model twice from the same seed.
 
-    python benchmarks/bf16_vs_fp32.py [--config configs/moving_mnist_convlstm.yaml] [--steps 300]
-                                      [--accelerator auto] [--out DIR]
+    python benchmarks/bf16_vs_fp32.py [--config configs/moving_mnist_convlstm.yaml] [--trainer.max_steps 300]
+                                      [--trainer.accelerator auto] [--data.init_args.val_size N] [--out DIR]
+
+(framecast's option names; the old spellings ``--steps``, ``--accelerator`` and ``--val-size`` still work.)
 
 Both runs build the model and data of ``--config`` (default: the literature's Moving MNIST ConvLSTM, 4 x 128
 channels, kernel 5, patch 4, 10 -> 10 frames of 64 x 64, batch 16) after ``seed_everything`` with the
-config's seed, train ``--steps`` optimizer steps with Lightning (``precision`` 32, then ``bf16-mixed``;
-the same clips in the same order), then validate on the fixed validation set at the precision they were
-trained in. The script prints, and writes to ``--out/bf16_vs_fp32.json``, both runs' validation
+config's seed, train ``--trainer.max_steps`` optimizer steps with Lightning (``trainer.precision`` 32, then
+``bf16-mixed``; the same clips in the same order), then validate on the fixed validation set at the precision
+they were trained in. The script prints, and writes to ``--out/bf16_vs_fp32.json``, both runs' validation
 ``mse_frame``, their relative difference (the target: within 5 %) and the training time of each.
 
 Cost: 300 steps of the literature model are about 1.7 PFLOP per run: about an hour in float32 and half that
@@ -72,10 +74,14 @@ def compare(config: str | Path = DEFAULT_CONFIG, steps: int = 300, accelerator: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="bf16-mixed vs float32 training: validation mse_frame after N steps "
                                             "from the same seed (target: within 5 %)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
-    p.add_argument("--val-size", type=int, default=None, help="validation clips (default: the config's)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG),
+                   help="a framecast fit config (its model: and data: sections and seed_everything)")
+    p.add_argument("--trainer.max_steps", "--steps", dest="steps", type=int, default=300,
+                   help="optimizer steps of each run (default 300)")
+    p.add_argument("--trainer.accelerator", "--accelerator", dest="accelerator", default="auto",
+                   help="Lightning accelerator: auto, cpu, gpu (default auto)")
+    p.add_argument("--data.init_args.val_size", "--val-size", dest="val_size", type=int, default=None,
+                   help="validation clips (default: the config's)")
     p.add_argument("--out", default="runs/bf16_vs_fp32", help="folder for bf16_vs_fp32.json")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a shared, loaded CPU 1 thread avoids OpenMP barrier stalls)")

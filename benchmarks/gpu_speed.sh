@@ -3,20 +3,21 @@
 # 64x64): training step at batch 16 and forward throughput (sequences/s) at batch 100, in float32 and
 # bf16-mixed, eager and torch.compile'd, each next to the float32 eager reference ConvLSTM timed in the same run.
 #
-#   benchmarks/gpu_speed.sh OUT_DIR [extra framecast speed options, e.g. --steps 20]
+#   benchmarks/gpu_speed.sh OUT_DIR [extra framecast speed options, e.g. --steps 20 --model.hidden [64,64]]
 #
 # Writes one JSON per configuration into OUT_DIR (see docs/performance.md for the fields) and a summary,
 # OUT_DIR/summary.md. A configuration that fails (e.g. CUDA graphs under an old driver) is logged in
-# OUT_DIR/<name>.log and the others go on. Run from the repository root with the venv active or
-# FRAMECAST=".venv/bin/framecast" set.
+# OUT_DIR/<name>.log and the others go on. Options are framecast's one command grammar (framecast speed
+# --help): --trainer.precision, --data.init_args.KEY, --model.KEY, ...; a later one overrides an earlier one.
+# Run from the repository root with the venv active or FRAMECAST=".venv/bin/framecast" set.
 set -u
 OUT="${1:?usage: benchmarks/gpu_speed.sh OUT_DIR [framecast speed options]}"
 shift
 mkdir -p "$OUT"
 FRAMECAST="${FRAMECAST:-framecast}"
 CONFIG="${CONFIG:-configs/moving_mnist_convlstm.yaml}"
-COMMON=(--config "$CONFIG" --device cuda --batch-size 16 --inference-batch-size 100 --steps 20 --warmup 5
-        --conv-reps 5 --no-progress "$@")
+COMMON=(--config "$CONFIG" --device cuda --data.init_args.batch_size 16 --inference-batch-size 100
+        --steps 20 --warmup 5 --conv-reps 5 --no-progress "$@")
 
 run() {  # run NAME OPTIONS...
   local name="$1"; shift
@@ -32,13 +33,13 @@ run() {  # run NAME OPTIONS...
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1 || true
 
 # Eager: float32 with bf16 in the same rounds (and the reference), then channels-last.
-run eager_fp32_bf16          --precision 32 --extra-precision bf16-mixed
-run eager_bf16_channels_last --precision bf16-mixed --channels-last --no-reference
+run eager_fp32_bf16          --trainer.precision 32 --extra-precision bf16-mixed
+run eager_bf16_channels_last --trainer.precision bf16-mixed --channels-last --no-reference
 # torch.compile of the recurrent step (default mode), then with CUDA graphs (reduce-overhead).
-run compile_fp32_bf16        --precision 32 --extra-precision bf16-mixed --compile --no-reference
-run compile_bf16_channels_last --precision bf16-mixed --compile --channels-last --no-reference
-run cudagraphs_bf16          --precision bf16-mixed --compile-mode reduce-overhead --no-reference
-run cudagraphs_bf16_channels_last --precision bf16-mixed --compile-mode reduce-overhead --channels-last --no-reference
+run compile_fp32_bf16        --trainer.precision 32 --extra-precision bf16-mixed --compile --no-reference
+run compile_bf16_channels_last --trainer.precision bf16-mixed --compile --channels-last --no-reference
+run cudagraphs_bf16          --trainer.precision bf16-mixed --compile-mode reduce-overhead --no-reference
+run cudagraphs_bf16_channels_last --trainer.precision bf16-mixed --compile-mode reduce-overhead --channels-last --no-reference
 
 # A Markdown summary of every JSON written.
 "${PYTHON:-python3}" - "$OUT" <<'EOF'

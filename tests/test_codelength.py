@@ -1,4 +1,5 @@
-"""The discretized Laplace codelength and its maximum-likelihood scale against brute force."""
+"""The discretized Laplace codelength and its maximum-likelihood scale against brute force, and the fit of
+the scales of deterministic candidates (:mod:`framecast.evaluation.laplace`), on one process or several."""
 
 import math
 
@@ -147,3 +148,54 @@ def test_merging_fits_of_two_halves_gives_the_fit_of_the_whole():
     for step in range(2):
         assert empty.log_likelihood(step, 0.03) == pytest.approx(whole.log_likelihood(step, 0.03), rel=1e-12)
     torch.testing.assert_close(empty.scales(), whole.scales(), rtol=1e-8, atol=0)
+
+
+# --- fitting the scales of deterministic candidates (framecast.evaluation.laplace) -----------------------------
+
+
+def clip_batches(n_batches: int = 3, seed: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    return [{"context": torch.rand(2, 3, 1, 8, 8, generator=g), "target": torch.rand(2, 2, 1, 8, 8, generator=g)}
+            for _ in range(n_batches)]
+
+
+def test_fit_scales_of_a_candidate_are_the_laplace_fit_of_its_predictions():
+    from framecast.evaluation import Candidate
+    from framecast.evaluation.laplace import fit_scales
+
+    batches = clip_batches()
+    copy_last = Candidate.baseline("copy_last")
+    assert fit_scales([copy_last], batches) == 6
+    direct = LaplaceFit()
+    for b in batches:
+        direct.add(CopyLast()(b["context"], 2), b["target"])
+    torch.testing.assert_close(copy_last.scales, direct.scales(), rtol=0, atol=0)
+
+
+def test_fit_scales_gathered_from_two_processes_are_those_of_one():
+    """Each process fits its share of the clips; the gathered statistics give the scales of all of them."""
+    from framecast.evaluation import Candidate
+    from framecast.evaluation.laplace import fit_scales
+
+    batches = clip_batches()
+    whole = Candidate.baseline("linear")
+    fit_scales([whole], batches)
+    sent = []
+    first = Candidate.baseline("linear")
+    fit_scales([first], batches[:1], gather=lambda obj: sent.append(obj) or [obj])  # process 0, on its own
+    second = Candidate.baseline("linear")
+    assert fit_scales([second], batches[1:], gather=lambda obj: [sent[0], obj]) == 6  # process 1, gathered
+    torch.testing.assert_close(second.scales, whole.scales, rtol=1e-8, atol=0)
+
+
+def test_which_candidates_need_scales_and_where_they_are_fitted():
+    from framecast.errors import InputError
+    from framecast.evaluation import Candidate
+    from framecast.evaluation.laplace import fit_scales, fit_split, needs_scales
+
+    copy_last = Candidate.baseline("copy_last")
+    assert needs_scales([copy_last], ["mse_frame", "psnr"]) == []  # no codelength asked
+    assert needs_scales([copy_last], ["bits_per_pixel"]) == [copy_last]
+    assert (fit_split("test"), fit_split("val")) == ("val", "test")  # never on the clips scored
+    with pytest.raises(InputError, match="the val split has no clips"):
+        fit_scales([copy_last], [], split="val")

@@ -30,11 +30,22 @@ data:
 """
 
 
+@pytest.fixture(autouse=True)
+def _capture(capsys):
+    global _CAPSYS
+    _CAPSYS = capsys
+    yield
+
+
 def fails(args, tmp_path) -> str:
-    with pytest.raises((ValueError, SystemExit)) as info:
-        main(["fit", *args, "--trainer.default_root_dir", str(tmp_path / "run")])
+    """The one message of a bad config: exit code 2, no traceback, nothing trained or written."""
+    _CAPSYS.readouterr()
+    assert main(["fit", *args, "--trainer.default_root_dir", str(tmp_path / "run")]) == 2
+    out = _CAPSYS.readouterr()
+    assert "Traceback" not in out.out + out.err
+    assert out.err.startswith("framecast fit: error: ")
     assert not (tmp_path / "run").exists()  # nothing was trained or written
-    return str(info.value)
+    return out.err
 
 
 @pytest.mark.parametrize("args,needles", [

@@ -5,7 +5,6 @@ with the same flags reports the numbers of one process."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -51,10 +50,15 @@ def framecast(*args, cwd):
 
 
 def val_metrics(root: Path) -> dict[str, float]:
-    (path,) = root.rglob("metrics.csv")
-    rows = [r for r in csv.DictReader(path.open()) if r.get("val/mse_frame")]
-    assert len(rows) == 1
-    return {k: float(v) for k, v in rows[0].items() if k.startswith("val/") and v}
+    """The validation scalars of the run's TensorBoard log (the default logger)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (path,) = {p.parent for p in root.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(path))
+    events.Reload()
+    tags = [t for t in events.Tags()["scalars"] if t.startswith("val/")]
+    assert tags and all(len(events.Scalars(t)) == 1 for t in tags)
+    return {t: events.Scalars(t)[0].value for t in tags}
 
 
 def test_two_processes_with_batch_b_train_like_one_with_batch_2b(tmp_path):
@@ -147,8 +151,8 @@ def test_benchmark_with_two_processes_reports_the_numbers_of_one(tmp_path):
     main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "fit")])
     (ckpt,) = (tmp_path / "fit").rglob("last.ckpt")
     # 7 test and 5 validation clips: odd, so a split that padded or dropped clips would show in the counts
-    common = ["benchmark", "--ckpt", str(ckpt), "--config", str(config), "--no-progress", "--lpips", "off",
-              "--data.test_size", "7", "--data.val_size", "5"]
+    common = ["benchmark", "--ckpt_path", str(ckpt), "--config", str(config), "--no-progress", "--lpips", "off",
+              "--data.init_args.test_size", "7", "--data.init_args.val_size", "5"]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     out = framecast(*common, "--out", str(tmp_path / "two"), "--trainer.strategy", "ddp", "--trainer.devices", "2",
                     "--trainer.accelerator", "cpu", cwd=tmp_path)
@@ -165,6 +169,32 @@ def test_benchmark_with_two_processes_reports_the_numbers_of_one(tmp_path):
             assert m["available"] == q["metrics"][name]["available"], (p["name"], name)
             if m["available"]:
                 assert q["metrics"][name]["per_step"] == pytest.approx(m["per_step"], rel=1e-6), (p["name"], name)
+    # --clips on data read from a file (not shrunk to 3 clips first): the first 3 clips, each on one process
+    seq = tmp_path / "seq.npy"
+    np.save(seq, np.random.default_rng(0).integers(0, 256, (5, 70, 32, 32), dtype=np.uint8))  # 7 test clips
+    three = [*common, "--data.init_args.path", str(seq), "--baselines", "copy_last", "--clips", "3", "--metrics",
+             "mse_frame,psnr"]
+    assert main([*three, "--out", str(tmp_path / "three1")]) == 0
+    framecast(*three, "--out", str(tmp_path / "three2"), "--trainer.strategy", "ddp", "--trainer.devices", "2",
+              "--trainer.accelerator", "cpu", cwd=tmp_path)
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("three1", "three2"))
+    assert one["data"]["clips"] == two["data"]["clips"] == 3
+    for p, q in zip(one["predictors"], two["predictors"]):
+        for name, m in p["metrics"].items():
+            assert q["metrics"][name]["per_step"] == pytest.approx(m["per_step"], rel=1e-6), (p["name"], name)
+
+
+def test_benchmark_refuses_fewer_clips_than_processes(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([str(FRAMECAST), "benchmark", "--baselines", "copy_last", "--config", str(config),
+                          "--metrics", "mse_frame", "--clips", "1", "--out", str(tmp_path / "x"), "--no-progress",
+                          "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert out.returncode == 2, (out.stdout[-3000:], out.stderr[-3000:])
+    assert "--clips 1: fewer clips than the 2 processes" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_benchmark_refuses_device_with_trainer_flags(tmp_path, capsys):
@@ -181,4 +211,6 @@ def test_benchmark_names_a_bad_trainer_option(tmp_path, capsys):
     config.write_text(CONFIG)
     assert main(["benchmark", "--baselines", "copy_last", "--config", str(config), "--out", str(tmp_path / "x"),
                  "--trainer.accelerator", "cpu", "--trainer.devices", "many"]) == 2
-    assert "--trainer.* options" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    err = capsys.readouterr().err
+    assert "--trainer.* options (--trainer.devices many, --trainer.accelerator cpu)" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()

@@ -6,21 +6,26 @@ import urllib.request
 import pytest
 import torch
 
-from framecast import metrics as M
 from framecast.codelength import LaplaceFit, laplace_bits
+from framecast.evaluation import score
 from framecast.metrics import (
     LPIPS,
-    PIXEL_METRICS,
+    METRICS,
+    PSNR_MAX_DB,
     MetricAccumulator,
     bits_per_pixel_per_clip,
     laplace_bits_per_clip,
-    mae_frame_per_clip,
     mixture_bits_per_clip,
-    mse_frame_per_clip,
-    mse_per_clip,
-    psnr_per_clip,
-    ssim_per_clip,
+    pixel_metrics,
 )
+from framecast.metrics import mae_frame as mae_frame_per_clip
+from framecast.metrics import mse as mse_per_clip
+from framecast.metrics import mse_frame as mse_frame_per_clip
+from framecast.metrics import perceptual as M
+from framecast.metrics import psnr as psnr_per_clip
+from framecast.metrics import ssim as ssim_per_clip
+
+PIXEL_METRICS = {name: METRICS[name].fn for name in pixel_metrics()}
 
 
 def clip(*shape, seed=0):
@@ -48,25 +53,49 @@ def test_identical_frames():
     x = clip(2, 4, 1, 16, 16)
     for name in ("mse_frame", "mae_frame", "mse"):
         assert torch.all(PIXEL_METRICS[name](x, x) == 0)
-    assert torch.all(torch.isinf(psnr_per_clip(x, x))) and torch.all(psnr_per_clip(x, x) > 0)
+    assert torch.all(psnr_per_clip(x, x) == PSNR_MAX_DB)
     assert torch.allclose(ssim_per_clip(x, x), torch.ones(2, 4), atol=1e-6)
 
 
-def test_infinite_psnr_is_reported_as_inf():
+def test_perfect_frames_score_the_capped_psnr():
+    """One PSNR convention everywhere: 10 log10(1 / max(mse, 1e-10)), so a perfect frame is 100 dB and an
+    average over clips stays finite (copy-last is exact on static frames of real video)."""
     target = clip(3, 2, 1, 8, 8)
     pred = target.clone()
     pred[1:] = 1 - pred[1:]  # clip 0 perfect at both steps, the others not
+    values = psnr_per_clip(pred, target)
+    assert torch.all(values[0] == PSNR_MAX_DB) and torch.all(values[1:] < PSNR_MAX_DB)
     acc = MetricAccumulator()
-    acc.add_pixel_metrics(pred, target)
-    assert torch.isinf(acc.per_step("psnr")).all()
-    assert acc.mean("psnr") == math.inf
-    assert math.isfinite(acc.mean("mse")) and acc.mean("mse") > 0
-    acc2 = MetricAccumulator()  # a perfect step only where every clip is perfect at it
-    pred2 = 1 - target
-    pred2[:, 1] = target[:, 1]
-    acc2.add_pixel_metrics(pred2, target)
-    steps = acc2.per_step("psnr")
-    assert math.isfinite(steps[0]) and steps[1] == math.inf and acc2.mean("psnr") == math.inf
+    score(acc, pred, target, pixel_metrics())
+    expected = values.double().mean(0)
+    torch.testing.assert_close(acc.per_step("psnr"), expected, rtol=1e-6, atol=0)
+    assert math.isfinite(acc.mean("psnr"))
+    tiny = target + 1e-6  # mse 1e-12, below the floor: capped too
+    assert torch.all(psnr_per_clip(tiny.clamp(max=1), target) <= PSNR_MAX_DB)
+
+
+def test_registry_states_every_convention():
+    for name, m in METRICS.items():
+        assert m.better in ("lower", "higher") and m.definition and m.tables, name
+        assert m.needs in ("prediction", "distribution", "lpips"), name
+    assert list(METRICS)[:5] == ["mse_frame", "mae_frame", "mse", "psnr", "ssim"]
+
+
+def test_a_new_metric_is_one_function_and_one_entry():
+    from framecast.metrics import register_metric
+
+    @register_metric("max_error_test_only", better="lower", unit="", definition="largest |error| of a frame",
+                     tables="none")
+    def max_error(pred, target):
+        return (pred.clamp(0, 1) - target).abs().amax(dim=(2, 3, 4))
+
+    try:
+        target = clip(2, 3, 1, 6, 6)
+        acc = MetricAccumulator()
+        score(acc, target * 0.5, target, ["max_error_test_only"])
+        torch.testing.assert_close(acc.per_step("max_error_test_only").float(), (target * 0.5).amax(dim=(2, 3, 4)).mean(0))
+    finally:
+        METRICS.pop("max_error_test_only")
 
 
 def reference_ssim(x, y, size=11, sigma=1.5):
@@ -105,8 +134,8 @@ def test_per_step_values_average_to_the_mean_over_batches():
     target = clip(7, 5, 1, 12, 12, seed=5)
     pred = clip(7, 5, 1, 12, 12, seed=6)
     acc = MetricAccumulator()
-    acc.add_pixel_metrics(pred[:4], target[:4])  # two batches of different sizes
-    acc.add_pixel_metrics(pred[4:], target[4:])
+    score(acc, pred[:4], target[:4], pixel_metrics())  # two batches of different sizes
+    score(acc, pred[4:], target[4:], pixel_metrics())
     for name, fn in PIXEL_METRICS.items():
         whole = fn(pred, target).double()
         assert torch.allclose(acc.per_step(name), whole.mean(0), rtol=1e-6)
@@ -255,5 +284,5 @@ def test_merged_accumulators_average_over_both():
     whole.add("mse", x)
     a.merge(b)
     torch.testing.assert_close(a.per_step("mse"), torch.tensor([3.0, 5.0], dtype=torch.float64))
-    assert a.counts["mse"] == 3 and a.unavailable == {"lpips": "no weights"}
+    assert a.count("mse") == 3 and a.clips == 3 and a.unavailable == {"lpips": "no weights"}
     torch.testing.assert_close(a.per_step("mse"), whole.per_step("mse"))

@@ -58,7 +58,7 @@ def error(name: str, **options) -> str:
 
 
 def test_registered_names():
-    assert set(MODELS) == {"convlstm", "convgru", "predrnn", "predrnn_v2"}
+    assert {"convlstm", "convgru", "predrnn", "predrnn_v2", "predrnn_pp", "mim", "e3d_lstm", "mau"} <= set(MODELS)
     assert set(BASELINES) == {"copy_last", "linear"}
     assert MODELS["convlstm"] is ConvLSTM and BASELINES["copy_last"] is CopyLast
     assert list_models() == sorted([*MODELS, *BASELINES])

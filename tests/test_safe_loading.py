@@ -74,12 +74,24 @@ def test_load_module_refuses_code(trained, tmp_path):
 
 
 @pytest.mark.parametrize("command,early", [("validate", True), ("validate", False), ("fit", False)])
-def test_ckpt_path_refuses_code_even_when_asked_not_to(trained, tmp_path, monkeypatch, command, early):
+def test_ckpt_path_refuses_code_even_when_asked_not_to(trained, tmp_path, monkeypatch, capsys, command, early):
     if not early:  # skip the CLI's first look at the hyper-parameters: the trainer's own load must refuse too
         monkeypatch.setattr("lightning.pytorch.cli.LightningCLI._parse_ckpt_path", lambda self: None)
     marker = tmp_path / "ran"
     evil = evil_copy(trained, tmp_path, marker)
-    with pytest.raises(UnsafeCheckpointError, match=f"refused to load checkpoint {evil}"):
-        main([command, *ARGS, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(tmp_path / "run"),
-              "--ckpt_path", str(evil), "--weights_only", "false"])
+    code = main([command, *ARGS, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(tmp_path / "run"),
+                 "--ckpt_path", str(evil), "--weights_only", "false"])
+    out = capsys.readouterr()
+    assert code == 2  # bad input: one message naming the file, no traceback
+    assert f"framecast {command}: error: refused to load checkpoint {evil}" in out.err
+    assert "Traceback" not in out.out + out.err
     assert not marker.exists()
+
+
+def test_unsafe_checkpoint_traceback_with_debug(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FRAMECAST_DEBUG", "1")
+    evil = evil_copy(trained, tmp_path, tmp_path / "ran")
+    assert main(["validate", *ARGS, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(evil)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "UnsafeCheckpointError" in err and "refused to load checkpoint" in err
+    assert not (tmp_path / "ran").exists()

@@ -7,15 +7,25 @@ import warnings
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from framecast.cli import main as cli_main
+from framecast.errors import ConfigError
 from framecast.models import build_model
 from framecast.models.convlstm import ConvLSTMCell
 from framecast.module import FramePredictionModule, compile_predictor
-from framecast.reference import ReferenceConvLSTM, ReferenceConvLSTMCell
-from framecast.speed import conv_flops, precision_plugin
+from framecast.profiling import command
+from framecast.profiling.flops import conv_flops
+from framecast.profiling.reference import ReferenceConvLSTM, ReferenceConvLSTMCell
+from framecast.profiling.training import (
+    attach,
+    configure_optimizer,
+    lightning_trainer,
+    precision_plugin,
+    train_step_fn,
+)
 
 TINY = """\
 seed_everything: 0
@@ -33,8 +43,15 @@ data:
     context_frames: 3
     horizon_frames: 2
     canvas: 32
-    batch_size: 2
+    batch_size: 4
 """
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    return config
 
 
 def stats_ok(s: dict) -> None:
@@ -42,20 +59,25 @@ def stats_ok(s: dict) -> None:
     assert 0 < s["min"] <= s["q1"] <= s["median"] <= s["q3"] <= s["max"]
 
 
-def test_speed_command_writes_every_field(tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
+def test_speed_command_writes_every_field(tiny, tmp_path, capsys):
     out = tmp_path / "speed" / "result.json"
-    rc = cli_main(["speed", "--config", str(config), "--precision", "bf16-mixed", "--steps", "2", "--warmup", "1",
-                   "--conv-reps", "1", "--no-progress", "--json", str(out), "--model.hidden", "[8]", "--threads", "1"])
+    rc = cli_main(["speed", "--config", str(tiny), "--trainer.precision", "bf16-mixed", "--steps", "2",
+                   "--warmup", "1", "--conv-reps", "1", "--no-progress", "--json", str(out),
+                   "--data.init_args.batch_size", "2", "--model.hidden", "[8]", "--threads", "1"])
     assert rc == 0
     result = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == result  # the same JSON on stdout
+    assert set(result) == {"command", "config", "time", "machine", "model", "input", "settings", "flops", "train",
+                           "inference", "conv_peak", "train_speedup", "inference_speedup", "reference", "extra"}
+    assert result["config"] == str(tiny)
     assert result["model"]["hidden"] == [8]  # --model.KEY override applied
     assert result["input"] == {"context": 3, "horizon": 2, "channels": 1, "height": 32, "width": 32,
                                "frames_per_clip": 5, "rollout_steps": 4}
     st = result["settings"]
-    assert st["precision"] == "bf16-mixed" and st["batch_size"] == 2 and st["steps"] == 2
+    assert st["batch_size"] == 2 and st["inference_batch_size"] == 2  # --data.init_args.batch_size applied
+    assert st["precision"] == "bf16-mixed" and st["steps"] == 2 and st["warmup"] == 1
+    assert set(st) == {"precision", "compile", "compile_mode", "channels_last", "steps", "warmup", "batch_size",
+                       "inference_batch_size", "threads", "conv_dtypes", "memory"}
     assert st["conv_dtypes"] == ["bfloat16"]  # Lightning's bf16-mixed really runs the convolutions in bfloat16
     flops = result["flops"]
     # backward is about twice the forward, less the gradient of the input frames (which need none): in this
@@ -63,6 +85,8 @@ def test_speed_command_writes_every_field(tmp_path, capsys):
     assert 2.0 * flops["forward_per_clip"] < flops["train_per_clip"] < 3.0 * flops["forward_per_clip"]
     for phase, key in (("train", "step_time_s"), ("inference", "time_s")):
         r = result[phase]
+        assert set(r) == {key, "batch_size", "clips_per_s", "frames_per_s", "flops_per_clip", "flops_per_s",
+                          "fraction_of_conv_peak", "peak_memory_bytes", "peak_memory_rise_bytes", "state_bytes"}
         stats_ok(r[key])
         assert r[key]["n"] == 2
         assert r["clips_per_s"] == pytest.approx(r["batch_size"] / r[key]["median"])
@@ -73,8 +97,10 @@ def test_speed_command_writes_every_field(tmp_path, capsys):
         ref = result["reference"][phase]
         stats_ok(ref[key])
         assert ref["clips_per_s"] > 0
+    assert result["reference"]["precision"] == "32" and "ConvLSTM" in result["reference"]["description"]
     peak = result["conv_peak"]
     assert peak["layer"] == "cells.0.conv" and peak["weight_shape"] == [32, 24, 3, 3]
+    assert peak["precision"] == "bf16-mixed" and peak["calls_per_round"] == 1
     for key in ("train", "forward"):
         stats_ok(peak[key]["time_s"])
         assert peak[key]["flops_per_s"] > 0
@@ -82,16 +108,120 @@ def test_speed_command_writes_every_field(tmp_path, capsys):
     assert peak["forward"]["flops_per_call"] == 2 * 24 * 32 * 9 * 8 * 8 * 2
     assert peak["train"]["flops_per_call"] == 3 * peak["forward"]["flops_per_call"]
     assert result["extra"] == {}
-    assert result["machine"]["device"] == "cpu" and result["machine"]["threads"] >= 1
+    m = result["machine"]
+    assert m["device"] == "cpu" and m["threads"] >= 1 and m["cpu"] and m["cpu_capability"]
 
 
-def test_speed_help_and_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli_main(["speed", "--help"])
-    assert e.value.code == 0
-    assert "--precision" in capsys.readouterr().out
+def test_old_spellings_are_aliases_of_the_documented_ones(tiny):
+    old = command.setup(command.parse_options(
+        ["--config", str(tiny), "--precision", "bf16-mixed", "--batch-size", "3", "--seed", "7",
+         "--data.context_frames", "5", "--inference-batch-size", "6", "--extra-precision", "32"]))
+    new = command.setup(command.parse_options(
+        ["--config", str(tiny), "--trainer.precision", "bf16-mixed", "--data.init_args.batch_size", "3",
+         "--seed_everything", "7", "--data.init_args.context_frames", "5", "--inference-batch-size", "6",
+         "--extra-precision", "32"]))
+    assert old == new
+    settings, model_hp, dims = new
+    assert (settings.precision, settings.extra_precision, settings.batch_size, settings.inference_batch_size,
+            settings.seed) == ("bf16-mixed", ["32"], 3, 6, 7)
+    assert dims == {"context": 5, "horizon": 2, "channels": 1, "height": 32, "width": 32}
+    assert model_hp["hidden"] == [8, 8] and model_hp["channels"] == 1
+    # defaults: the config's batch, Lightning's default precision (32), the config's seed
+    settings, _, _ = command.setup(command.parse_options(["--config", str(tiny)]))
+    assert (settings.precision, settings.batch_size, settings.inference_batch_size, settings.seed) == ("32", 4, 4, 0)
+
+
+def test_video_config_frames_are_seconds_times_fps(tmp_path):
+    config = tmp_path / "video.yaml"
+    config.write_text("model:\n  hidden: [8]\ndata:\n  class_path: framecast.data.VideoClipDataModule\n"
+                      "  init_args:\n    videos: no/such/folder\n    fps: 8\n    context_seconds: 1.0\n"
+                      "    horizon_seconds: 0.5\n    size: [48, 40]\n    channels: 3\n    batch_size: 2\n")
+    settings, model_hp, dims = command.setup(command.parse_options(["--config", str(config)]))
+    assert dims == {"context": 8, "horizon": 4, "channels": 3, "height": 48, "width": 40}
+    assert model_hp["channels"] == 3 and settings.batch_size == 2  # no video was read
+
+
+def test_print_config_prints_the_config_and_exits_0(tiny, capsys):
+    rc = cli_main(["speed", "--config", str(tiny), "--trainer.precision", "bf16-mixed", "--steps", "3",
+                   "--data.init_args.batch_size", "2", "--print_config"])
+    assert rc == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["precision"] == "bf16-mixed" and printed["steps"] == 3
+    assert printed["data"]["init_args"]["batch_size"] == 2 and printed["model"]["hidden"] == [8, 8]
+
+
+@pytest.mark.parametrize("flag,value", [("--trainer.precision", "16-mixed"), ("--trainer.precision", "fp8"),
+                                        ("--precision", "fp8")])
+def test_a_bad_precision_is_a_config_error_naming_the_field(tiny, capsys, flag, value):
+    with pytest.raises(ConfigError, match=r"trainer\.precision.*32 and bf16-mixed") as e:
+        command.main(["--config", str(tiny), flag, value])
+    assert repr(value) in str(e.value)
+    assert cli_main(["speed", "--config", str(tiny), flag, value]) == 2  # the exit-code rule: bad input
+    assert "trainer.precision" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--extra-precision"):
+        command.main(["--config", str(tiny), "--extra-precision", "16-mixed"])
+
+
+def option_help(text: str, option: str) -> str:
+    """The entry of ``option`` in a ``--help`` text, its lines joined."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"  {option} ") or line == f"  {option}"]
+    assert starts, f"{option} not in the help"
+    entry = [lines[starts[0]]]
+    for line in lines[starts[0] + 1:]:
+        if not line.startswith("   ") or line.lstrip().startswith("-"):
+            break
+        entry.append(line)
+    return " ".join(" ".join(entry).split())
+
+
+def test_speed_help_and_errors(tiny, tmp_path, capsys):
+    assert cli_main(["speed", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option, typ, default in (("--steps", "int", "5"), ("--warmup", "int", "1"), ("--conv-reps", "int", "2"),
+                                 ("--inference-batch-size", "int | null", "null"), ("--device", None, "cpu"),
+                                 ("--threads", "int | null", "null"), ("--json", "str | null", "null"),
+                                 ("--extra-precision", "str", "[]"), ("--seed_everything", "bool | int", "0")):
+        block = option_help(text, option)
+        assert f"default: {default})" in block, option
+        if typ:
+            assert f"type: {typ}," in block, option
+    for option in ("--compile", "--no-reference", "--no-inference", "--channels-last", "--no-progress"):
+        assert "(flag, type: bool) (default: False)" in option_help(text, option), option
+    for option in ("--config", "--trainer.precision", "--data.init_args", "--model.hidden", "--print_config"):
+        assert option in text
     assert cli_main(["speed", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--steps"):
+        command.main(["--config", str(tiny), "--steps", "0"])
+    with pytest.raises(ConfigError, match="data"):
+        command.main(["--model.hidden", "[8]"])  # no data section: no input shape
+
+
+def test_training_step_runs_lightnings_precision_plugin_with_the_hooks_and_clipping():
+    """The step is Lightning's own: the plugin's optimizer_step calls the module's on_before_optimizer_step and
+    clips the gradients as trainer.gradient_clip_val asks, before the optimizer steps."""
+    torch.manual_seed(0)
+    module = FramePredictionModule(hidden=[8], kernel_size=3, patch_size=4)
+    trainer = lightning_trainer("bf16-mixed", "cpu", gradient_clip_val=1e-3)
+    opt, sched = configure_optimizer(module, 4)
+    attach(module, trainer)
+    assert trainer.lightning_module is module and module.trainer is trainer
+    calls, norms = [], []
+    hook = module.on_before_optimizer_step
+    module.on_before_optimizer_step = lambda o: (calls.append("on_before_optimizer_step"), hook(o))
+    opt.register_step_pre_hook(lambda o, args, kwargs: norms.append(
+        float(torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None]))))
+    batch = {"context": torch.rand(2, 3, 1, 16, 16), "target": torch.rand(2, 2, 1, 16, 16)}
+    step = train_step_fn(module, trainer, batch, opt, sched)
+    before = [p.detach().clone() for p in module.parameters()]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        loss = step()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert calls == ["on_before_optimizer_step"] and norms[0] <= 1e-3 * 1.001  # clipped before the step
+    assert all(p.grad is None for p in module.parameters())  # zero_grad(set_to_none=True)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))  # the weights moved
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 2), (2, 0)])

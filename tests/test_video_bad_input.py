@@ -147,13 +147,16 @@ def test_prepare_command_reports_bad_files(inputs, tmp_path, capsys):
     files = [c for c in cases if not c.endswith("short.mp4")]  # prepare does not know clip lengths
     code = prepare_main([str(good), *files, "--size", "16", "16", "--cache-dir", str(tmp_path / "c")])
     out = capsys.readouterr()
-    assert code == 1
+    assert code == 2  # bad input: exit code 2, one message naming every bad file, no traceback
     for path in files:
         assert f"bad      {path}" in out.out
-    assert "--on-bad-video skip" in out.err
+        assert f"{path}: {cases[path]}" in out.err
+    assert "--on-bad-video skip" in out.err and "Traceback" not in out.out + out.err
+    assert "\nframecast prepare: error: " in out.err
     code = prepare_main([str(good), *files, "--cache-dir", str(tmp_path / "c"), "--on-bad-video", "skip"])
     assert code == 0
-    assert prepare_main([*files, "--cache-dir", str(tmp_path / "c"), "--on-bad-video", "skip"]) == 1
+    assert prepare_main([*files, "--cache-dir", str(tmp_path / "c"), "--on-bad-video", "skip"]) == 2
+    assert "no usable video" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ext", ["mkv", "webm"])

@@ -23,6 +23,12 @@ def test_prepare_then_fit_video_config_on_a_real_video(videos_dir, tmp_path):
     written = list(cache.glob("*.npy"))
     assert len(written) == 1 and str(written[0]) in out.stdout
 
+    # the same through the grammar: the video config's decoding settings (8 fps, 64x64) find it in the cache
+    out = run("prepare", "--config", str(ROOT / "configs" / "video_convlstm.yaml"), "--data.init_args.videos",
+              str(video), "--data.init_args.cache_dir", str(cache), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"skipped  {video.resolve()} -> {written[0]}" in out.stdout and "(already cached)" in out.stdout
+
     out = run("fit", "--config", str(ROOT / "configs" / "video_convlstm.yaml"),
               "--data.init_args.videos", str(video), "--data.init_args.cache_dir", str(cache),
               "--data.init_args.stride_seconds", "0.5", "--data.init_args.batch_size", "2",

@@ -18,8 +18,10 @@ from lightning.fabric.utilities.cloud_io import _load as pl_load
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from framecast.errors import InputError
 
-class UnsafeCheckpointError(ValueError):
+
+class UnsafeCheckpointError(InputError):
     """A checkpoint holds pickled objects other than tensors and plain data; it was not loaded."""
 
 

@@ -7,6 +7,8 @@ message naming the fields, not after decoding videos or mid-training.
 
 from __future__ import annotations
 
+from framecast.errors import ConfigError
+
 MIN_FIT_CONTEXT = 2
 
 
@@ -15,7 +17,7 @@ def divisors(n: int, limit: int = 16) -> list[int]:
 
 
 def check_model_and_data(model, datamodule, stage: str = "fit") -> None:
-    """Raise ``ValueError`` naming the fields when ``model`` cannot run on ``datamodule``'s clips.
+    """Raise :class:`~framecast.errors.ConfigError` naming the fields when ``model`` cannot run on ``datamodule``'s clips.
 
     * the frame size must be divisible by ``model.patch_size`` (space-to-depth);
     * the data's ``channels`` must be the model's;
@@ -32,17 +34,17 @@ def check_model_and_data(model, datamodule, stage: str = "fit") -> None:
         if h % patch or w % patch:
             field = "data.init_args.canvas" if hasattr(datamodule, "hparams") and "canvas" in datamodule.hparams else "data.init_args.size"
             ok = sorted(set(divisors(h)) & set(divisors(w)))
-            raise ValueError(
+            raise ConfigError(
                 f"frame size {h}x{w} ({field}) is not divisible by model.patch_size {patch}: use a size that is a "
                 f"multiple of {patch}, or a model.patch_size that divides both ({', '.join(map(str, ok))})"
             )
     channels = getattr(datamodule, "channels", None)
     if channels is not None and "channels" in hp and int(hp["channels"]) != int(channels):
-        raise ValueError(f"model.channels {hp['channels']} differs from data.init_args.channels {channels}: set both "
+        raise ConfigError(f"model.channels {hp['channels']} differs from data.init_args.channels {channels}: set both "
                          f"to 1 (grayscale) or 3 (RGB)")
     context = getattr(datamodule, "context_frames", None)
     if stage == "fit" and context is not None and context < MIN_FIT_CONTEXT:
-        raise ValueError(
+        raise ConfigError(
             f"data.init_args.context_frames (or context_seconds x fps) gives {context} context frame(s); training "
             f"needs at least {MIN_FIT_CONTEXT}: motion is only visible from two frames on, and with a single "
             f"context frame (and horizon 1) the recurrent weights get no gradient. Accepted: >= {MIN_FIT_CONTEXT}."

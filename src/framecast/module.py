@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from framecast.evaluation import score
 from framecast.losses import FrameLoss
-from framecast.metrics import PIXEL_METRICS
+from framecast.metrics import MetricAccumulator, pixel_metrics
 from framecast.models import CopyLast, build_model
 from framecast.schedules import build_schedule
-
-LOGGED_METRICS = ("mse_frame", "mae_frame", "mse", "psnr", "ssim")
 
 
 def compile_predictor(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
@@ -56,6 +55,17 @@ class FramePredictionModule(L.LightningModule):
             ``teacher_forcing_options`` (see :mod:`framecast.schedules`).
         compile: ``torch.compile`` the predictor's recurrent step (:func:`compile_predictor`); the rollout
             loop stays in Python. Off by default: compiling takes a while, and on the CPU it gains little.
+        reverse_input: every training iteration takes a second optimizer step on the time-reversed clip
+            (``context ++ target`` flipped in time, split at the same place), with the same teacher
+            forcing mask, as the official PredRNN training does (thuml/predrnn-pytorch ``core/trainer.py``
+            ``train``: ``model.train(ims)`` then ``model.train(np.flip(ims, axis=1))``; ``--reverse_input 1``
+            in its scripts). It runs under Lightning's manual optimization (only when on): one batch is two
+            ``optimizer.step()`` calls, each followed by the LR schedule's step, so ``trainer.max_steps``
+            and ``global_step`` count optimizer steps, two per batch, while the teacher forcing schedule
+            runs on iterations (``global_step // 2``, the official ``itr``). Lightning's manual optimization
+            does not take ``trainer.gradient_clip_val`` or ``accumulate_grad_batches`` (the official
+            training uses neither). ``train/loss`` is the mean of the two steps' losses, as the official
+            ``cost``.
     """
 
     def __init__(
@@ -79,9 +89,11 @@ class FramePredictionModule(L.LightningModule):
         teacher_forcing: str = "none",
         teacher_forcing_options: dict[str, Any] | None = None,
         compile: bool = False,
+        reverse_input: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.automatic_optimization = not reverse_input  # reverse_input: two optimizer steps per batch
         if loss_frames not in ("all", "horizon"):
             raise ValueError(f"model.loss_frames must be 'all' or 'horizon', got {loss_frames!r}")
         if lr_schedule not in ("constant", "cosine"):
@@ -95,7 +107,7 @@ class FramePredictionModule(L.LightningModule):
                                  patch_size=patch_size, residual=residual, head=head,
                                  num_mixtures=num_mixtures, **(model_options or {}))
         self.teacher_forcing = build_schedule(teacher_forcing, **(teacher_forcing_options or {}))
-        self._eval_sums: dict[str, dict[str, Tensor]] = {}  # split -> metric -> sum over clips (see _evaluate)
+        self._eval_accs: dict[str, dict[str, MetricAccumulator]] = {}  # split -> model/copy_last -> sums
         if compile:
             compile_predictor(self.model)
 
@@ -113,27 +125,55 @@ class FramePredictionModule(L.LightningModule):
         loss, parts = self.loss_fn(frames, truth, bits)
         return loss, parts
 
+    @property
+    def schedule_step(self) -> int:
+        """The training iteration the teacher forcing schedule is at: ``global_step``, or with
+        ``reverse_input`` (two optimizer steps per batch) ``global_step // 2``."""
+        return self.global_step // 2 if self.hparams.get("reverse_input", False) else self.global_step
+
+    def _training_loss(self, context: Tensor, target: Tensor, mask: Tensor | None):
+        """The training loss of one clip under the teacher forcing ``mask``: ``(loss, parts, aux_loss)``."""
+        roll = self.model.rollout(context, target.shape[1], target=target, teacher_mask=mask)
+        truth = torch.cat([context[:, 1:], target], 1) if self.hparams.loss_frames == "all" else target
+        loss, parts = self._losses(roll, truth)
+        return loss + roll.aux_loss, parts, roll.aux_loss
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         context, target = batch["context"], batch["target"]
         b, t_ctx = context.shape[:2]
         horizon = target.shape[1]
-        mask = self.teacher_forcing.mask(self.global_step, b, t_ctx, horizon, device=context.device,
+        step = self.schedule_step
+        mask = self.teacher_forcing.mask(step, b, t_ctx, horizon, device=context.device,
                                          generator=self._step_generator(context.device))
-        roll = self.model.rollout(context, horizon, target=target, teacher_mask=mask)
-        truth = torch.cat([context[:, 1:], target], 1) if self.hparams.loss_frames == "all" else target
-        loss, parts = self._losses(roll, truth)
-        loss = loss + roll.aux_loss
+        if self.automatic_optimization:
+            loss, parts, aux = self._training_loss(context, target, mask)
+            self._last_loss = loss.detach()
+        else:  # reverse_input: the official train(): a step on the clip, then one on it reversed in time
+            opt, sched = self.optimizers(), self.lr_schedulers()
+            clip = torch.cat([context, target], 1).flip(1)
+            results = []
+            for ctx, tgt in ((context, target), (clip[:, :t_ctx], clip[:, t_ctx:])):
+                loss, parts, aux = self._training_loss(ctx, tgt, mask)
+                self._last_loss = loss.detach()  # for on_before_optimizer_step's check
+                opt.zero_grad()
+                self.manual_backward(loss)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                results.append((loss.detach(), {k: v.detach() for k, v in parts.items()},
+                                aux.detach() if torch.is_tensor(aux) else aux))
+            (l0, p0, a0), (l1, p1, a1) = results
+            loss, parts, aux = (l0 + l1) / 2, {k: (p0[k] + p1[k]) / 2 for k in p0}, (a0 + a1) / 2
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         for name, v in parts.items():
             if len(parts) > 1:
                 self.log(f"train/{name}", v, batch_size=b)
-        if torch.is_tensor(roll.aux_loss):
-            self.log("train/aux_loss", roll.aux_loss, batch_size=b)
-        p_ctx, p_hor = self.teacher_forcing.probabilities(self.global_step)
+        if torch.is_tensor(aux):
+            self.log("train/aux_loss", aux, batch_size=b)
+        p_ctx, p_hor = self.teacher_forcing.probabilities(step)
         if self.hparams.teacher_forcing != "none":
             self.log("train/p_truth_horizon", p_hor, batch_size=b)
             self.log("train/p_truth_context", p_ctx, batch_size=b)
-        self._last_loss = loss.detach()
         return loss
 
     def _step_generator(self, device) -> torch.Generator:
@@ -182,58 +222,51 @@ class FramePredictionModule(L.LightningModule):
 
     # --- evaluation ----------------------------------------------------------------------------
     # Validation and test metrics are exact averages over every clip of the split, on any number of
-    # processes: each process sums its clips' values (each clip is on one process, see
-    # framecast.data.samplers.EvalSampler), the sums and counts are added across processes once at the end
-    # of the epoch, and only then divided. (Lightning's sync_dist would average the processes' means,
-    # which is exact only when every process has as many clips.)
+    # processes: each clip is scored on exactly one process (framecast.data.samplers.EvalSampler) into a
+    # MetricAccumulator (the one evaluation path, framecast.evaluation.score), whose sums and counts are
+    # added across processes once at the end of the epoch, and only then divided. (Lightning's sync_dist
+    # would average the processes' means, which is exact only when every process has as many clips.)
+    def evaluation_metrics(self) -> list[str]:
+        """What validation and test report: the pixel metrics, and ``bits_per_pixel`` where the model has a
+        per-pixel distribution."""
+        return pixel_metrics() + (["bits_per_pixel"] if hasattr(self.model.head, "bits") else [])
+
     def _evaluate(self, batch: dict[str, Tensor], prefix: str) -> None:
         context, target = batch["context"], batch["target"]
         b, horizon = context.shape[0], target.shape[1]
         roll = self.model.rollout(context, horizon)
         loss, _ = self._losses(roll, target)
-        pred = roll.prediction()
-        sums = self._eval_sums.setdefault(prefix, {})
-        dtype = torch.float32 if self.device.type == "mps" else torch.float64
-
-        def add(name: str, value: Tensor) -> None:
-            value = value.detach().to(dtype)
-            sums[name] = sums[name] + value if name in sums else value
-
-        add("clips", torch.tensor(float(b), device=self.device))
-        add("loss", loss * b)
-        for who, p in (("", pred), ("copy_last/", CopyLast()(context, horizon))):
-            for name in LOGGED_METRICS:
-                per_clip = PIXEL_METRICS[name](p, target)  # (B, T)
-                if name == "psnr":
-                    per_clip = per_clip.clamp(max=100.0)  # a perfect frame would make the mean inf
-                add(f"{who}{name}", per_clip.sum(0))
+        accs = self._eval_accs.setdefault(prefix, {"model": MetricAccumulator().to(self.device),
+                                                   "copy_last": MetricAccumulator().to(self.device)})
+        accs["model"].add("loss", (loss.detach() * torch.ones(b, 1, device=loss.device)))
+        params = roll.prediction_params()
+        score(accs["model"], roll.prediction(), target, self.evaluation_metrics(),
+              head=self.model.head if params is not None else None, params=params)
+        score(accs["copy_last"], CopyLast()(context, horizon), target, pixel_metrics())
 
     def _log_evaluation(self, prefix: str) -> None:
-        sums = self._eval_sums.pop(prefix, {})
-        if not sums:
+        accs = self._eval_accs.pop(prefix, None)
+        if not accs:
             return
-        names = list(sums)  # the same order on every process
-        flat = torch.cat([sums[n].reshape(-1) for n in names])
-        if self.trainer.world_size > 1:
-            flat = self.trainer.strategy.reduce(flat, reduce_op="sum")
-        parts = dict(zip(names, flat.split([sums[n].numel() for n in names])))
-        clips = parts.pop("clips")
-        for name, total in parts.items():
-            steps = (total / clips).float()
-            self.log(f"{prefix}/{name}", steps.mean(), sync_dist=True,  # (already global: the mean of equal values)
-                     prog_bar=name in ("loss", "mse_frame"))
-            if name == "mse_frame":
-                for k in range(len(steps)):
-                    self.log(f"{prefix}/{name}_t{k + 1}", steps[k], sync_dist=True)
+        for who, acc in accs.items():
+            acc.sync_all()
+            for name in acc.names():
+                steps = acc.per_step(name).float()
+                key = f"{prefix}/{name}" if who == "model" else f"{prefix}/{who}/{name}"
+                self.log(key, steps.mean(), sync_dist=True,  # (already global: the mean of equal values)
+                         prog_bar=who == "model" and name in ("loss", "mse_frame"))
+                if name == "mse_frame" or (who == "model" and name == "bits_per_pixel"):
+                    for k in range(len(steps)):
+                        self.log(f"{key}_t{k + 1}", steps[k], sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_sums.pop("val", None)
+        self._eval_accs.pop("val", None)
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
 
     def on_test_epoch_start(self) -> None:
-        self._eval_sums.pop("test", None)
+        self._eval_accs.pop("test", None)
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
@@ -244,9 +277,11 @@ class FramePredictionModule(L.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """The predictions ``(B, T, C, H, W)`` in [0, 1] of the batch's context, as many frames as its target
+        (10 where the batch has none); ``framecast predict`` writes them (:class:`framecast.callbacks.PredictionWriter`)."""
         horizon = batch["target"].shape[1] if "target" in batch else 10
-        return {"prediction": self.model(batch["context"], horizon).clamp(0, 1)}
+        return self.model(batch["context"], horizon).clamp(0, 1)
 
     # --- optimization ----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -255,6 +290,8 @@ class FramePredictionModule(L.LightningModule):
         if hp.lr_schedule == "constant" and hp.warmup_steps == 0:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        if hp.get("reverse_input", False):  # Lightning counts batches (up to max_steps): two steps each
+            total = 2 * total if self.trainer.max_steps == -1 else min(2 * total, self.trainer.max_steps)
         warm = hp.warmup_steps
 
         def factor(step: int) -> float:

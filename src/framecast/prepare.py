@@ -1,49 +1,153 @@
 """``framecast prepare``: decode videos into the on-disk cache ahead of training.
 
+    framecast prepare --config FILE [--data.init_args.KEY VALUE ...]
     framecast prepare VIDEOS... [--fps F] [--size H W] [--crop center|none] [--channels 1|3]
                                 [--cache-dir DIR] [--on-bad-video error|skip]
 
-Use the same fps/size/crop/channels as the data module config, so that training finds every video
-in the cache. Prints one line per video: ``cached`` (decoded and written), ``skipped`` (already
-cached) or ``bad`` (with the reason). Exit code 0 on success; 1 when a bad input was found in
-``error`` mode, or when no video could be used at all.
+The videos and their decoding settings (``videos``, ``fps``, ``size``, ``crop``, ``channels``, ``cache_dir``,
+``on_bad_video``) are those of the config's ``data:`` section (a ``VideoClipDataModule``), so training with
+the same config finds every video in the cache. Positional ``VIDEOS`` and the flags above are the older
+spellings of ``--data.init_args.videos``, ``--data.init_args.fps`` and so on (they override the config).
+Prints one line per video: ``cached`` (decoded and written), ``skipped`` (already cached) or ``bad`` (with the
+reason). Exit code 0 on success; 2 when a bad input was found in ``error`` mode, or no video could be used.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
+import json
 import sys
+from collections.abc import Sequence
 
-from tqdm.auto import tqdm
+from framecast.errors import ConfigError, InputError, run_command
 
-from framecast.data.cache import VideoCache, default_cache_dir
-from framecast.data.decode import DecodeSettings, VideoDecodeError, find_videos
+PROG = "framecast prepare"
+VIDEO_DATA = "framecast.data.VideoClipDataModule"
+# old flag -> the data module option it sets (``--size H W`` takes two values)
+OLD_FLAGS = {"--fps": "fps", "--crop": "crop", "--channels": "channels", "--cache-dir": "cache_dir",
+             "--on-bad-video": "on_bad_video"}
+NO_VALUE = ("-h", "--help")
+PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
+
+DESCRIPTION = """Decode videos into the framecast frame cache, with the decoding settings (fps, size, crop,
+channels) and cache_dir of the config's data section, so that training finds them there.
+Older spellings, still accepted: positional VIDEOS (= --data.init_args.videos), --fps F, --size H W, --crop,
+--channels, --cache-dir DIR, --on-bad-video error|skip (= --data.init_args.KEY)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="framecast prepare",
-        description="Decode videos (resampled to --fps, resized to --size) into the framecast cache.",
-    )
-    parser.add_argument("videos", nargs="+", help="video files, folders (searched recursively) or globs")
-    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: native frames)")
-    parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
-                        help="frame size (default: 64 64)")
-    parser.add_argument("--crop", choices=("center", "none"), default="center")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=1)
-    parser.add_argument("--cache-dir", default=None,
-                        help=f"cache folder (default: $FRAMECAST_CACHE or {default_cache_dir()})")
-    parser.add_argument("--on-bad-video", choices=("error", "skip"), default="error",
-                        help="error: exit 1 if any input is bad; skip: report it and go on")
+def rewrite_argv(argv: Sequence[str]) -> list[str]:
+    """The grammar's spelling of ``argv``: positional videos -> ``--data.init_args.videos`` (a list, last so
+    that it overrides the config), old flags -> ``--data.init_args.KEY``, and a ``VideoClipDataModule``
+    where neither ``--config`` nor ``--data`` names the data."""
+    argv = list(argv)
+    out: list[str] = []
+    videos: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, value = a.partition("=")
+        if a == "--":
+            videos += argv[i + 1 :]
+            break
+        if not a.startswith("-"):
+            videos.append(a)
+            i += 1
+        elif name == "--size" and not eq:
+            if i + 2 < len(argv) and not argv[i + 1].startswith("-") and not argv[i + 2].startswith("-"):
+                out.append(f"--data.init_args.size=[{argv[i + 1]}, {argv[i + 2]}]")
+                i += 3
+            else:
+                raise ConfigError(f"--size takes two numbers, H W (e.g. --size 64 64), got {argv[i + 1:i + 3]}")
+        elif name == "--size":
+            out.append(f"--data.init_args.size={value}")
+            i += 1
+        elif name in OLD_FLAGS:
+            new = f"--data.init_args.{OLD_FLAGS[name]}"
+            if eq:
+                out.append(f"{new}={value}")
+                i += 1
+            else:
+                out += [new, *argv[i + 1 : i + 2]]
+                i += 2
+        elif eq or name in NO_VALUE:
+            out.append(a)
+            i += 1
+        elif name == "--print_config":
+            takes = i + 1 < len(argv) and set(argv[i + 1].split(",")) <= PRINT_CONFIG_FLAGS
+            out += argv[i : i + 1 + takes]
+            i += 1 + takes
+        else:  # every other option of the grammar takes one value
+            out += argv[i : i + 2]
+            i += 2
+    names = {a.partition("=")[0] for a in out}
+    if not names & {"-c", "--config", "--data", "--data.class_path"}:
+        out.insert(0, f"--data.class_path={VIDEO_DATA}")
+    if videos:
+        out.append(f"--data.init_args.videos={json.dumps(videos)}")
+    return out
+
+
+def build_parser():
+    from framecast.cli.grammar import tool_parser
+
+    parser = tool_parser(PROG, DESCRIPTION)
+    parser.add_argument("--splits-out", type=str | None, default=None,
+                        help="folder for splits.json, what every split holds (default: the config's "
+                             "trainer.default_root_dir, else the current folder)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``framecast prepare`` with ``argv`` (without the command name); return the exit code."""
-    args = build_parser().parse_args(argv)
-    settings = DecodeSettings(fps=args.fps, size=tuple(args.size), crop=args.crop, channels=args.channels)
-    cache = VideoCache(args.cache_dir)
-    paths, problems = find_videos(args.videos)
+def video_settings(cfg) -> dict:
+    """``videos``, the decoding settings, ``cache_dir`` and ``on_bad_video`` of a parsed config's data section."""
+    from framecast.cli.grammar import section_dict
+    from framecast.data.video import VideoClipDataModule
+
+    data = section_dict(cfg, "data")
+    class_path = data.get("class_path") or ""
+    module_name, _, cls_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if cls is None or not issubclass(cls, VideoClipDataModule):
+        raise ConfigError(f"data.class_path is {class_path or 'not set'}: framecast prepare decodes the videos of a "
+                          f"{VIDEO_DATA} (give a video config, or VIDEOS / --data.init_args.videos)")
+    args = dict(data.get("init_args") or {})
+    if not args.get("videos"):
+        raise ConfigError("no videos to prepare: give VIDEOS, --data.init_args.videos, or a config whose data "
+                          "section sets videos")
+    return args
+
+
+def prepare(argv: Sequence[str] | None = None) -> int:
+    from tqdm.auto import tqdm
+
+    from framecast.cli.grammar import parse
+    from framecast.data.cache import VideoCache
+    from framecast.data.decode import BadVideoError, DecodeSettings, VideoDecodeError, find_videos
+    from framecast.data.video import _check_settings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rewritten = rewrite_argv(argv)
+    asks_help = any(a.partition("=")[0] in ("-h", "--help", "--print_config") for a in argv)
+    if rewritten[0] == f"--data.class_path={VIDEO_DATA}" and not asks_help and not any(
+            a.startswith("--data.init_args.videos") for a in rewritten):
+        raise ConfigError(f"no videos to prepare: give VIDEOS, --data.init_args.videos or --config FILE "
+                          f"(see {PROG} --help)")
+    cfg = parse(build_parser(), rewritten)
+    args = video_settings(cfg)
+    size = tuple(args.get("size") or (64, 64))
+    fps, crop, channels = args.get("fps"), args.get("crop", "center"), args.get("channels", 1)
+    on_bad = args.get("on_bad_video", "error")
+    if on_bad not in ("error", "skip"):
+        raise ConfigError(f"data.init_args.on_bad_video (--on-bad-video) must be 'error' or 'skip', got {on_bad!r}")
+    try:
+        _check_settings(fps, size, crop, channels, args.get("batch_size", 1))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    settings = DecodeSettings(fps=fps, size=size, crop=crop, channels=channels)
+    cache = VideoCache(args.get("cache_dir"))
+    paths, problems = find_videos(args["videos"])
     for item, reason in problems:
         tqdm.write(f"bad      {item}: {reason}")
     good = 0
@@ -59,13 +163,35 @@ def main(argv: list[str] | None = None) -> int:
         note = "" if decoded else " (already cached)"
         tqdm.write(f"{verb} {path} -> {entry.frames_path} ({entry.num_frames} frames){note}")
     print(f"{good} video(s) ready in {cache.root}, {len(problems)} bad input(s)")
-    if problems and args.on_bad_video == "error":
-        print("error: fix or remove the bad inputs above, or pass --on-bad-video skip", file=sys.stderr)
-        return 1
+    if problems and on_bad == "error":
+        raise BadVideoError(problems)
     if good == 0:
-        print("error: no usable video", file=sys.stderr)
-        return 1
+        raise InputError(f"no usable video in {args['videos']!r}")
+    write_splits(cfg, args)
     return 0
+
+
+def write_splits(cfg, args: dict) -> None:
+    """The splits training with this config will use (read from the cache just filled): ``splits.json`` and a
+    one-line summary. Only where the clip lengths are known (a config; plain ``VIDEOS`` have none)."""
+    from framecast.cli.grammar import section_dict
+    from framecast.data.video import VideoClipDataModule
+
+    options = {k: v for k, v in args.items() if k in VideoClipDataModule.__init__.__code__.co_varnames}
+    if not all(options.get(f"{n}_seconds") is not None or options.get(f"{n}_frames") is not None
+               for n in ("context", "horizon")):
+        print("no clip lengths given (context/horizon): splits are not computed; give --config to see them")
+        return
+    dm = VideoClipDataModule(**options)
+    dm.setup("prepare")  # (no stage: the splits are cut, none is required to hold a clip)
+    folder = cfg.get("splits_out") or section_dict(cfg, "trainer").get("default_root_dir") or "."
+    path = dm.write_splits(folder)
+    print(f"{dm.splits_line()}; every split in {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``framecast prepare`` with ``argv`` (without the command name); return the exit code."""
+    return run_command(PROG, lambda: prepare(argv))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from framecast.errors import InputError
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".gif")
 _REORDER_WINDOW = 8  # frames; larger than any B-frame reordering delay seen in practice
 # Resampling repeats a source frame while it stays the nearest one; more repeats than this (on average, plus
@@ -48,7 +50,7 @@ class VideoDecodeError(Exception):
         self.reason = reason
 
 
-class BadVideoError(ValueError):
+class BadVideoError(InputError):
     """One error for all the bad video inputs found; ``problems`` is a list of ``(path, reason)``."""
 
     def __init__(self, problems: list[tuple[str, str]], headline: str | None = None, hint: bool = True):

@@ -1,17 +1,17 @@
-"""Pictures of predictions. Frames are ``(T, C, H, W)`` tensors in [0, 1].
+"""Matplotlib figures of predictions: the comparison grid, the surprise map, the hidden state and the error
+curves (the one :func:`curves_figure` of ``framecast visualize`` and ``framecast benchmark``), and :func:`save`.
 
-One colour language across every picture and video of framecast:
-
-* frames are grey (or RGB), errors and surprise use the ``magma`` colour map (dark = good, bright = bad);
-* :data:`CONTEXT_COLOR` (blue) marks what the model was given, :data:`PREDICTED_COLOR` (orange) what it
-  predicted within its trained horizon, :data:`BEYOND_COLOR` (purple) what it predicted beyond it;
-* :data:`MODEL_COLOR` is the model's curve, :data:`BASELINE_COLOR` (grey, dashed) the copy-last baseline.
+Frames are ``(T, C, H, W)`` tensors in [0, 1]; the colours are those of :mod:`framecast.viz.style`. Every
+function takes plain tensors or numbers, so a notebook can call them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -21,26 +21,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 from torch import Tensor
 
-CONTEXT_COLOR = "#3b82f6"
-PREDICTED_COLOR = "#f97316"
-BEYOND_COLOR = "#a855f7"
-MODEL_COLOR = "#1f77b4"
-BASELINE_COLOR = "#7f7f7f"
-ERROR_CMAP = "magma"
+from framecast.viz.style import (
+    BASELINE_COLOR,
+    BASELINE_NAME,
+    CONTEXT_COLOR,
+    CURVE_PALETTE,
+    ERROR_CMAP,
+    PREDICTED_COLOR,
+    time_label,
+)
+
+GRAY = {"cmap": "gray", "vmin": 0, "vmax": 1, "interpolation": "nearest"}
 
 
 def to_image(frame: Tensor) -> np.ndarray:
     """``(C, H, W)`` in [0, 1] -> ``(H, W)`` or ``(H, W, 3)`` for imshow."""
     arr = frame.detach().float().clamp(0, 1).cpu().numpy()
     return arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
-
-
-def time_label(k: int, fps: float | None = None) -> str:
-    """Column label of the frame ``k`` frames after the last context frame ``t``: ``t-2``, ``t``, ``t+3``,
-    or, given ``fps``, seconds (``-0.20s``, ``+0.30s``)."""
-    if fps:
-        return f"{k / fps:+.2f}s" if k else "0s"
-    return f"t{k:+d}" if k else "t"
 
 
 def pick_columns(n: int, max_columns: int) -> list[int]:
@@ -67,9 +64,6 @@ def _grid(rows: int, cols: int, h: int, w: int, cell: float = 1.05, extra_w: flo
     for ax in axes.flat:
         _bare(ax)
     return fig, axes
-
-
-GRAY = {"cmap": "gray", "vmin": 0, "vmax": 1, "interpolation": "nearest"}
 
 
 def comparison_figure(context: Tensor, target: Tensor, prediction: Tensor, title: str = "",
@@ -185,46 +179,132 @@ def hidden_figure(inputs: Tensor, hidden_rgb: Tensor, outputs: Tensor, context_f
     return fig
 
 
-def curves_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], title: str = "",
-                  fps: float | None = None, labels: dict[str, str] | None = None) -> plt.Figure:
-    """Error per frame ahead: one panel per metric, one line (mean, band of one standard error) per
-    predictor. ``curves[predictor][metric] = (mean (T,), sem (T,))``; the predictor ``copy_last`` is drawn
-    as the grey dashed baseline."""
-    metrics = list(next(iter(curves.values())))
-    labels = labels or {}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False,
-                             layout="constrained")
-    names = {"mse_frame": "MSE per frame (\u2193)", "mae_frame": "MAE per frame (\u2193)", "ssim": "SSIM (\u2191)",
-             "psnr": "PSNR dB (\u2191)", "mse": "MSE per pixel (\u2193)"}
-    ylabels = {"mse_frame": "squared error summed over the frame", "mae_frame": "|error| summed over the frame",
-               "ssim": "SSIM", "psnr": "PSNR (dB)", "mse": "mean squared error"}
-    palette = [MODEL_COLOR, "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-    for ax, metric in zip(axes[0], metrics):
-        k = 0
-        for who, values in curves.items():
-            mean, sem = (np.asarray(v, dtype=float) for v in values[metric])
-            x = np.arange(1, len(mean) + 1, dtype=float)
-            if fps:
-                x = x / fps
-            base = who == "copy_last"
-            color = BASELINE_COLOR if base else palette[k % len(palette)]
-            k += 0 if base else 1
-            ax.plot(x, mean, color=color, ls="--" if base else "-", marker="o", ms=3,
-                    label=labels.get(who, "copy-last baseline" if base else who))
-            ax.fill_between(x, mean - sem, mean + sem, color=color, alpha=0.2, lw=0)
-        ax.set_xlabel("seconds ahead" if fps else "frames ahead")
-        ax.set_ylabel(ylabels.get(metric, metric))
-        ax.set_title(names.get(metric, metric), fontsize=10)
+# --- error curves ---------------------------------------------------------------------------------------
+
+Curves = Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]
+"""``curves[metric][predictor] = (x, y)``: one line per predictor in the panel of each metric."""
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _metric_text(metric: str) -> tuple[str, str]:
+    """The panel title (which way is better) and the y label (the unit) of a registered metric."""
+    from framecast.metrics import METRICS
+
+    info = METRICS.get(metric)
+    if info is None:
+        return metric, metric
+    arrow = "\u2193" if info.better == "lower" else "\u2191"
+    return f"{metric} ({arrow} {info.better} is better)", metric + (f" [{info.unit}]" if info.unit else "")
+
+
+def curves_figure(curves: Curves, *, title: str = "", xlabel: str = "frames ahead",
+                  labels: Mapping[str, str] | None = None, unavailable: Mapping[str, str] | None = None,
+                  columns: int | None = None) -> plt.Figure:
+    """Error per frame ahead: one panel per metric, one line per predictor.
+
+    ``curves[metric][predictor] = (x, y)`` (the same ``x`` for every predictor, e.g. frames or seconds
+    ahead; say which in ``xlabel``). Each panel is titled with the metric and which way is better, its y
+    axis with the unit (:data:`framecast.metrics.METRICS`). The predictor ``copy_last`` is the grey dashed
+    baseline; every other predictor keeps one colour in all panels. Non-finite values (the ``inf`` PSNR of
+    a perfect frame) are not drawn and are listed in the panel. ``labels``: legend text per predictor
+    (default: its name, "copy-last baseline" for ``copy_last``). ``unavailable[metric] = reason``: a metric
+    with no line gets a panel saying why. ``columns``: panels per row (default: all in one row); where the
+    grid has a free panel the legend goes there, else into the first panel.
+    """
+    unavailable = dict(unavailable or {})
+    names = list(curves) + [m for m in unavailable if m not in curves]
+    if not names:
+        raise ValueError("curves_figure needs at least one metric")
+    labels = dict(labels or {})
+    if columns:  # a grid with one more panel, for the legend
+        cols = max(1, min(columns, len(names) + 1))
+        rows = math.ceil((len(names) + 1) / cols)
+    else:
+        cols, rows = len(names), 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, layout="constrained")
+    axes = axes.ravel()
+    colors: dict[str, str] = {}
+    handles: dict[str, Any] = {}
+    for ax, metric in zip(axes, names):
+        panel_title, ylabel = _metric_text(metric)
+        ax.set_title(panel_title, fontsize=10)
+        lines = curves.get(metric) or {}
+        if not lines:
+            reason = unavailable.get(metric, "no values")
+            ax.text(0.5, 0.5, "unavailable:\n" + _wrap(reason, 40), ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        not_drawn: list[str] = []
+        integral = True
+        for who, (x, y) in lines.items():
+            x, y = np.asarray(x, dtype=float), np.array(y, dtype=float)
+            integral = integral and bool(np.all(x == np.round(x)))
+            bad = ~np.isfinite(y)
+            if bad.any():
+                not_drawn += [f"{who} at {v:g}" for v in x[bad]]
+                y[bad] = np.nan
+            base = who == BASELINE_NAME
+            if who not in colors:
+                colors[who] = BASELINE_COLOR if base else CURVE_PALETTE[
+                    sum(1 for k in colors if k != BASELINE_NAME) % len(CURVE_PALETTE)]
+            (line,) = ax.plot(x, y, color=colors[who], ls="--" if base else "-", marker="o", ms=3,
+                              label=labels.get(who, "copy-last baseline" if base else who))
+            handles.setdefault(who, line)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
-        if not fps:
+        if integral:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes[0, 0].legend(fontsize=8)
+        if not_drawn:
+            ax.text(0.02, 0.02, _wrap("not finite, not drawn: " + ", ".join(not_drawn), 50), fontsize=7,
+                    transform=ax.transAxes, va="bottom")
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    if handles:
+        legend = {"handles": list(handles.values()), "labels": [h.get_label() for h in handles.values()]}
+        if len(axes) > len(names):
+            axes[len(names)].legend(**legend, loc="center", title="predictor", fontsize=9)
+        else:
+            axes[0].legend(**legend, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
 
 
+def curves_from_results(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`curves_figure` for a ``framecast benchmark`` results dict: every
+    metric per horizon step of every predictor, the unavailable ones with their reason, four panels a row
+    and a title naming the clips (``curves_figure(**curves_from_results(results))``)."""
+    steps = list(results["steps"])
+    curves: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    unavailable: dict[str, str] = {}
+    for metric in results["metrics"]:
+        lines = {p["name"]: (steps, list(p["metrics"][metric]["per_step"])) for p in results["predictors"]
+                 if p["metrics"][metric]["available"]}
+        if lines:
+            curves[metric] = lines
+        else:
+            unavailable[metric] = next((p["metrics"][metric].get("reason") or "" for p in results["predictors"]),
+                                       "") or "no values"
+    d = results.get("data") or {}
+    xlabel = "frames ahead" + (f" (1 frame = {1 / d['fps']:.3g} s)" if d.get("fps") else "")
+    title = ""
+    if {"clips", "split", "class"} <= set(d):
+        title = f"{d['clips']} {d['split']} clips of {str(d['class']).rsplit('.', 1)[-1]}"
+        if d.get("size") and d.get("channels"):
+            title += f", {d['channels']}x{d['size'][0]}x{d['size'][1]}"
+        if d.get("context_frames"):
+            title += f", {d['context_frames']} context frames"
+    return {"curves": curves, "unavailable": unavailable, "title": title, "xlabel": xlabel, "columns": 4}
+
+
 def save(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed) and close it; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

@@ -1,4 +1,4 @@
-"""A plain reference ConvLSTM for ``framecast speed`` to be compared against.
+"""A plain reference ConvLSTM for ``framecast speed`` to be compared against (timed by ``profiling.measure``).
 
 This is the ConvLSTM as the textbook equations (Shi et al. 2015, without peepholes) and the most used
 peer implementations write it: float32, eager, eight separate convolutions per cell (one per gate on the
