@@ -124,3 +124,72 @@ def test_standard_npy_file(tmp_path):
     batch = next(iter(dm.test_dataloader()))
     assert batch["context"].shape == (3, 10, 1, 64, 64)
     assert torch.allclose(batch["context"][0, :, 0], torch.from_numpy(arr[:10, 27]).float() / 255)
+
+
+# --- the standard protocol -------------------------------------------------------------------------
+
+
+def standard_file(tmp_path, n=7, seed=0):
+    """A small file in the layout of mnist_test_seq.npy: (20, N, 64, 64) uint8."""
+    arr = np.random.default_rng(seed).integers(0, 256, size=(20, n, 64, 64), dtype=np.uint8)
+    path = tmp_path / "mnist_test_seq.npy"
+    np.save(path, arr)
+    return path, arr
+
+
+def test_standard_protocol_tests_on_the_file_in_file_order(tmp_path, mnist_path):
+    """(The shared data has only the MNIST test images; they stand in for the training images here.)"""
+    path, arr = standard_file(tmp_path)
+    digits = mnist_path
+    dm = MovingMNISTDataModule(digits=str(digits), test_path=str(path), train_size=8, val_size=4, batch_size=3)
+    dm.setup()
+    clips = [b for b in dm.test_dataloader()]
+    context = torch.cat([b["context"] for b in clips])
+    target = torch.cat([b["target"] for b in clips])
+    assert context.shape == (7, 10, 1, 64, 64) and target.shape == (7, 10, 1, 64, 64)  # all of them by default
+    expected = torch.from_numpy(arr.transpose(1, 0, 2, 3)).unsqueeze(2).float() / 255
+    torch.testing.assert_close(context, expected[:, :10])
+    torch.testing.assert_close(target, expected[:, 10:])
+    # train and validation are generated from the digits: 90 % / 10 %, none held back for a test pool
+    pools = dm.digit_pools()
+    assert len(pools["train"]) == 9000 and len(pools["val"]) == 1000 and len(pools["test"]) == 0
+    assert next(iter(dm.train_dataloader()))["context"].shape == (3, 10, 1, 64, 64)
+    limited = MovingMNISTDataModule(digits=str(digits), test_path=str(path), test_size=5)
+    limited.setup()
+    assert len(limited.datasets["test"]) == 5
+    desc = dm.describe()
+    assert "standard" in desc["protocol"] and str(path) in desc["test"] and "7 of 7" in desc["test"]
+    assert "10000 digits" in desc["digits"]
+
+
+def test_the_data_is_named_exactly():
+    desc = MovingMNISTDataModule().describe()
+    assert "builtin" in desc["digits"] and "not comparable" in desc["digits"]
+
+
+@pytest.mark.parametrize("seed", [0, 1000, 1001])
+def test_split_streams_never_collide(seed):
+    """Equal seeds (or the old eval_seed + 1) no longer repeat trajectories across splits."""
+    dm = MovingMNISTDataModule(seed=seed, eval_seed=1000, train_size=4, val_size=4, test_size=4)
+    dm.setup()
+    val = dm.datasets["val"].frames
+    test = dm.datasets["test"].frames
+    for i in range(4):
+        _, train_paths = dm.datasets["train"].sequence(i)
+        for other in (MovingDigits(dm.digit_pools()["val"], 4, seed, 10, 10, stream=1),
+                      MovingDigits(dm.digit_pools()["test"], 4, seed, 10, 10, stream=2)):
+            assert not np.array_equal(other.sequence(i)[1], train_paths)
+    assert not torch.equal(val, test)
+
+
+def test_bad_standard_files_are_named(tmp_path):
+    from framecast.errors import InputError
+
+    with pytest.raises(InputError, match="test_path .*does not exist"):
+        MovingMNISTDataModule(test_path=str(tmp_path / "missing.npy")).setup()
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((5, 2, 64, 64), np.uint8))
+    with pytest.raises(InputError, match="expected \\(T >= 20"):
+        MovingMNISTDataModule(test_path=str(bad)).setup()
+    with pytest.raises(ValueError, match="exclude each other"):
+        MovingMNISTDataModule(path=str(bad), test_path=str(bad))

@@ -10,6 +10,8 @@ Split rules (``fractions = (train, val, test)``):
   shuffled with ``random.Random(seed)``, and cut by the fractions (rounded); every split with a
   positive fraction gets at least one video and train keeps at least one. No frame of a val/test
   video is ever seen in training.
+* explicit splits (``splits: {train: [globs], val: [...], test: [...]}``): each video goes to the split whose
+  patterns match it (a protocol such as KTH's persons 1-16 / 17-25); the fractions are not used.
 * 1 or 2 videos: each video is split by time: its first part is train, then val, then test, by the
   fractions, with a gap of one clip length between consecutive parts, so no clip of one split
   shares a frame with (or directly continues into) a clip of another.
@@ -21,6 +23,7 @@ Strides: training windows start every ``train_stride`` frames; val/test windows 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 SPLITS = ("train", "val", "test")
 
@@ -85,6 +88,29 @@ def time_split(n_frames: int, fractions, gap: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def assign_by_patterns(paths: list, patterns: dict[str, list[str]]) -> list[list[int]]:
+    """Indices of the videos in each split ``[train, val, test]`` from explicit glob patterns per split.
+
+    A pattern matches a video when it matches its file name or its full path (``fnmatch``: ``*``, ``?``,
+    ``[0-9]``). A video matched by patterns of two splits is an error naming both; a video matched by none
+    is left out (see :func:`unassigned`)."""
+    from fnmatch import fnmatch
+
+    unknown = sorted(set(patterns) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"data.init_args.splits has unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+    out: list[list[int]] = [[] for _ in SPLITS]
+    for i, path in enumerate(paths):
+        hits = [s for s in SPLITS if any(fnmatch(Path(path).name, p) or fnmatch(str(path), p)
+                                         for p in patterns.get(s) or [])]
+        if len(hits) > 1:
+            raise ValueError(f"data.init_args.splits: {path} matches the patterns of {' and '.join(hits)}; every "
+                             f"video must belong to one split")
+        if hits:
+            out[SPLITS.index(hits[0])].append(i)
+    return out
+
+
 def plan_windows(
     lengths: list[int],
     fractions,
@@ -92,18 +118,23 @@ def plan_windows(
     train_stride: int = 1,
     seed: int = 0,
     max_clips: int | None = None,
+    assignment: list[list[int]] | None = None,
 ) -> dict[str, list[tuple[int, int]]]:
     """Windows ``(video_index, start)`` for each split, ``{"train": [...], "val": [...], "test": [...]}``.
 
     ``lengths`` are the videos' frame counts in sorted-path order. See the module docstring for
-    the split and stride rules. ``max_clips`` keeps at most that many windows per split, evenly
-    spaced over the list (deterministic).
+    the split and stride rules. ``assignment`` (videos per split, e.g. from :func:`assign_by_patterns`)
+    replaces the seeded shuffle and the split by time. ``max_clips`` keeps at most that many windows per
+    split, evenly spaced over the list (deterministic).
     """
     if clip_len < 1 or train_stride < 1:
         raise ValueError(f"clip length and stride must be >= 1, got {clip_len} and {train_stride}")
     strides = {"train": train_stride, "val": max(train_stride, clip_len), "test": max(train_stride, clip_len)}
     ranges: dict[str, list[tuple[int, int, int]]] = {s: [] for s in SPLITS}  # (video, start, stop)
-    if len(lengths) >= 3:
+    if assignment is not None:
+        for split, videos in zip(SPLITS, assignment):
+            ranges[split] = [(v, 0, lengths[v]) for v in videos]
+    elif len(lengths) >= 3:
         for split, videos in zip(SPLITS, assign_videos(len(lengths), fractions, seed)):
             ranges[split] = [(v, 0, lengths[v]) for v in videos]
     else:

@@ -36,7 +36,13 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from framecast.data.cache import CacheEntry, VideoCache
-from framecast.data.clips import SPLITS, normalize_fractions, plan_windows, seconds_to_frames
+from framecast.data.clips import (
+    SPLITS,
+    assign_by_patterns,
+    normalize_fractions,
+    plan_windows,
+    seconds_to_frames,
+)
 from framecast.data.decode import BadVideoError, DecodeSettings, VideoDecodeError, find_videos
 from framecast.data.samplers import (
     EpochShuffleSampler,
@@ -45,6 +51,7 @@ from framecast.data.samplers import (
     TrainerProgress,
     seeded_generator,
 )
+from framecast.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,10 @@ class VideoClipDataModule(L.LightningDataModule):
         augment: training-only augmentation, e.g. ``{"hflip": true, "random_resized_crop":
             [0.8, 1.0], "time_reverse": true}``; the same transform for every frame of a clip.
         split: (train, val, test) fractions; see the module docstring for how they apply.
+        splits: explicit splits instead, ``{"train": [globs], "val": [...], "test": [...]}``: a video goes to
+            the split one of whose patterns matches its file name or path (e.g. KTH's persons 1-16 train,
+            17-25 test: ``person0[1-9]_*``, ``person1[0-6]_*``, ...); videos matched by none are left out.
+            See :meth:`describe_splits` / :meth:`write_splits` for what each split holds.
         batch_size, num_workers: DataLoader settings.
         cache_dir: decode cache folder (default ``$FRAMECAST_CACHE`` or ``~/.cache/framecast/video``).
         on_bad_video: "error" (one BadVideoError listing every bad input) or "skip" (warn, go on).
@@ -160,6 +171,7 @@ class VideoClipDataModule(L.LightningDataModule):
         channels: int = 1,
         augment: dict[str, Any] | None = None,
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        splits: dict[str, list[str]] | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -182,6 +194,16 @@ class VideoClipDataModule(L.LightningDataModule):
             self.stride_frames = _length("stride", stride_seconds, stride_frames, fps)
         self.augment = _check_augment(augment)
         self.split = normalize_fractions(split)
+        if splits is not None:
+            if not isinstance(splits, dict) or not splits:
+                raise ValueError(f"data.init_args.splits must map train/val/test to lists of glob patterns, got {splits!r}")
+            bad = sorted(set(splits) - set(SPLITS))
+            if bad:
+                raise ValueError(f"data.init_args.splits has unknown split(s) {bad}; the splits are {list(SPLITS)}")
+            splits = {k: [v] if isinstance(v, str) else list(v or []) for k, v in splits.items()}
+            # a split without patterns is switched off, like a split fraction of 0
+            self.split = tuple(1.0 if splits.get(s) else 0.0 for s in SPLITS)
+        self.splits = splits
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.cache = VideoCache(cache_dir)
@@ -213,8 +235,10 @@ class VideoClipDataModule(L.LightningDataModule):
         self._load()
         if not self.windows:
             lengths = [e.num_frames for e in self._entries]
+            assignment = None if self.splits is None else assign_by_patterns(self.video_paths, self.splits)
             self.windows = plan_windows(
-                lengths, self.split, self.clip_frames, self.stride_frames, self.seed, self.max_clips_per_split
+                lengths, self.split, self.clip_frames, self.stride_frames, self.seed, self.max_clips_per_split,
+                assignment=assignment,
             )
             self.videos_by_split = {
                 s: sorted({self.video_paths[v] for v, _ in self.windows[s]}) for s in SPLITS
@@ -264,12 +288,65 @@ class VideoClipDataModule(L.LightningDataModule):
         if usable == 0:
             raise BadVideoError(problems, headline=f"no usable video in {self.videos!r}", hint=False)
 
+    def split_method(self) -> str:
+        n = len(self.video_paths)
+        if self.splits is not None:
+            return "explicit patterns (data.init_args.splits)"
+        return f"by video, seeded shuffle (seed {self.seed})" if n >= 3 else \
+            f"by time ({n} video(s): train, gap, val, gap, test)"
+
+    def describe_splits(self) -> dict[str, Any]:
+        """What every split holds, to inspect and reproduce it: ``{"method", "settings", "splits": {split:
+        [{"video", "clips"}]}, "unassigned": [videos in no split]}`` (after ``setup``)."""
+        counts: dict[str, dict[int, int]] = {s: {} for s in SPLITS}
+        for s in SPLITS:
+            for v, _ in self.windows.get(s, []):
+                counts[s][v] = counts[s].get(v, 0) + 1
+        used = {v for s in SPLITS for v in counts[s]}
+        assigned = set(used)
+        if self.splits is not None:
+            assigned = {v for part in assign_by_patterns(self.video_paths, self.splits) for v in part}
+        return {
+            "method": self.split_method(),
+            "patterns": self.splits,
+            "fractions": None if self.splits is not None else list(self.split),
+            "settings": {"fps": self.fps, "size": list(self.size), "channels": self.channels,
+                         "context_frames": self.context_frames, "horizon_frames": self.horizon_frames,
+                         "train_stride_frames": self.stride_frames},
+            "splits": {s: [{"video": str(self.video_paths[v]), "clips": n} for v, n in sorted(counts[s].items())]
+                       for s in SPLITS},
+            "unassigned": [str(p) for i, p in enumerate(self.video_paths) if i not in assigned],
+        }
+
+    def splits_line(self) -> str:
+        """One line: videos and clips per split."""
+        d = self.describe_splits()
+        parts = [f"{s} {len(d['splits'][s])} video(s) / {sum(x['clips'] for x in d['splits'][s])} clips"
+                 for s in SPLITS]
+        extra = f", {len(d['unassigned'])} video(s) in no split" if d["unassigned"] else ""
+        return f"splits ({d['method']}): " + ", ".join(parts) + extra
+
+    def write_splits(self, folder: str | Path) -> Path:
+        """Write :meth:`describe_splits` to ``folder/splits.json``; returns the path."""
+        import json
+
+        path = Path(folder) / "splits.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.describe_splits(), indent=2) + "\n")
+        return path
+
     def _check_split(self, split: str) -> None:
         if self.windows[split] or self.split[SPLITS.index(split)] == 0:
             return
         n = len(self.video_paths)
-        how = "by video" if n >= 3 else f"by time ({n} video(s): train, gap, val, gap, test)"
-        raise ValueError(
+        how = self.split_method()
+        if self.splits is not None:
+            raise InputError(
+                f"the {split} split has no clip of {self.clip_frames} frames: no usable video long enough matches "
+                f"data.init_args.splits.{split} {self.splits.get(split)} ({n} usable video(s)). Check the patterns "
+                f"against the file names, or use shorter clips."
+            )
+        raise InputError(
             f"the {split} split has no clip of {self.clip_frames} frames: {n} usable video(s), split "
             f"{how} with fractions {self.split}. Use longer or more videos, shorter clips, or set "
             f"its split fraction to 0."
@@ -326,6 +403,11 @@ class VideoClipDataModule(L.LightningDataModule):
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """The test split's clips (what ``framecast predict`` predicts)."""
+        self._check_split("test")  # too little video for a test clip: bad input, named
         return self._loader("test")
 
 

@@ -12,11 +12,14 @@ Written after the official implementation, https://github.com/thuml/predrnn-pyto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
+from framecast.models.heads import DeterministicHead
 from framecast.models.registry import register_model
 
 
@@ -51,7 +54,8 @@ class SpatioTemporalLSTMCell(nn.Module):
     (``h -> 4 hidden``: i, f, g, o), ``conv_m`` (``m -> 3 hidden``: i', f', g'), ``conv_o``
     (``[c', m'] -> hidden``) and the 1x1 ``conv_last`` (``[c', m'] -> hidden``, no bias) compute the
     terms. The biases ``b`` are ``conv_x``'s (the other convolutions have none, as they would only
-    duplicate them).
+    duplicate them). ``bias=False`` drops them too: the official code has no bias in any convolution
+    (so its gates have none, apart from the forget bias 1.0).
 
     ``layer_norm``: normalise the output of ``conv_x``, ``conv_h``, ``conv_m`` and ``conv_o`` over
     ``(C, H, W)`` (the official code's ``--layer_norm``; the paper does not mention it, and the official
@@ -63,10 +67,12 @@ class SpatioTemporalLSTMCell(nn.Module):
 
     _forget_bias = 1.0
 
-    def __init__(self, in_channels: int, hidden: int, kernel_size: int, layer_norm: bool = False):
+    def __init__(
+        self, in_channels: int, hidden: int, kernel_size: int, layer_norm: bool = False, bias: bool = True
+    ):
         super().__init__()
         self.hidden = hidden
-        self.conv_x = _conv(in_channels, 7 * hidden, kernel_size, layer_norm, bias=not layer_norm)
+        self.conv_x = _conv(in_channels, 7 * hidden, kernel_size, layer_norm, bias=bias and not layer_norm)
         self.conv_h = _conv(hidden, 4 * hidden, kernel_size, layer_norm, bias=False)
         self.conv_m = _conv(hidden, 3 * hidden, kernel_size, layer_norm, bias=False)
         self.conv_o = _conv(2 * hidden, hidden, kernel_size, layer_norm, bias=False)
@@ -122,6 +128,9 @@ class PredRNN(Predictor):
     Args:
         layer_norm: normalise the gate convolutions over ``(C, H, W)`` (see
             :class:`SpatioTemporalLSTMCell`); default False, as in the official training scripts.
+        bias: give the gates (``conv_x``) and the output head's 1x1 convolution a bias. The official code
+            has none (all its convolutions are ``bias=False``): ``bias: false`` is the faithful setting
+            (:func:`load_official_state_dict` needs it). Default True, framecast's original layout.
         **kwargs: the options of :class:`framecast.models.base.Predictor`.
 
     Input ``context (B, T_ctx, C, H, W)`` -> prediction ``(B, horizon, C, H, W)``. The state is
@@ -129,13 +138,16 @@ class PredRNN(Predictor):
     ``M (B, hidden[-1], H/p, W/p)``.
     """
 
-    def __init__(self, layer_norm: bool = False, **kwargs):
+    def __init__(self, layer_norm: bool = False, bias: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.layer_norm = layer_norm
+        self.bias = bias
         ins = [self.in_channels] + self.hidden[:-1]
         self.cells = nn.ModuleList(
-            SpatioTemporalLSTMCell(i, h, self.kernel_size, layer_norm) for i, h in zip(ins, self.hidden)
+            SpatioTemporalLSTMCell(i, h, self.kernel_size, layer_norm, bias) for i, h in zip(ins, self.hidden)
         )
+        if not bias and getattr(self.head, "conv", None) is not None:
+            self.head.conv.register_parameter("bias", None)  # the official conv_last has no bias
         m_src = [self.hidden[-1]] + self.hidden[:-1]  # where each layer's M comes from
         self.m_in = nn.ModuleList(
             nn.Identity() if s == h else nn.Conv2d(s, h, 1, bias=False) for s, h in zip(m_src, self.hidden)
@@ -182,8 +194,8 @@ class PredRNNv2(PredRNN):
 
     (cosine over the flattened ``H x W``, as the official ``torch.cosine_similarity(.., dim=2)``).
     :meth:`step` returns ``decouple_weight * mean_l D^l_t``; the base class averages it over the steps.
-    The official code shares one adapter across all layers (which forces equal ``hidden`` sizes); here
-    each layer has its own.
+    The official code shares one adapter across all layers (which forces equal ``hidden`` sizes):
+    ``shared_adapter: true``; by default each layer has its own.
 
     Reverse scheduled sampling, the paper's other change, is a training schedule: it is the
     ``teacher_mask`` of :meth:`Predictor.rollout` (see ``framecast.schedules``), not part of the model.
@@ -191,24 +203,39 @@ class PredRNNv2(PredRNN):
     Args:
         decouple_weight: the weight ``beta`` of the decoupling loss (official ``--decouple_beta``, 0.1).
             The loss is computed (and the adapters used) even at 0, so every parameter stays in the graph.
-        layer_norm, **kwargs: as :class:`PredRNN`.
+        shared_adapter: one adapter for every layer (``adapters`` then holds a single convolution), as
+            the official ``self.adapter``; needs equal ``hidden`` sizes. Default False: one per layer.
+        layer_norm, bias, **kwargs: as :class:`PredRNN`. The official configuration is
+            ``shared_adapter: true, bias: false`` (see :func:`load_official_state_dict`).
 
     Shapes as :class:`PredRNN`: input ``context (B, T_ctx, C, H, W)`` -> prediction
     ``(B, horizon, C, H, W)``, the state ``(h, c, m)`` of ``(B, hidden[l], H/p, W/p)`` tensors; the
     rollout's ``aux_loss`` is a scalar.
     """
 
-    def __init__(self, decouple_weight: float = 0.1, layer_norm: bool = False, **kwargs):
-        super().__init__(layer_norm=layer_norm, **kwargs)
+    def __init__(
+        self,
+        decouple_weight: float = 0.1,
+        shared_adapter: bool = False,
+        layer_norm: bool = False,
+        bias: bool = True,
+        **kwargs,
+    ):
+        super().__init__(layer_norm=layer_norm, bias=bias, **kwargs)
         if decouple_weight < 0:
             raise ValueError(f"model decouple_weight must be >= 0, got {decouple_weight}")
+        if shared_adapter and len(set(self.hidden)) > 1:
+            raise ValueError(f"model shared_adapter needs equal hidden sizes, got {self.hidden}")
         self.decouple_weight = decouple_weight
-        self.adapters = nn.ModuleList(nn.Conv2d(n, n, 1, bias=False) for n in self.hidden)
+        self.shared_adapter = shared_adapter
+        sizes = self.hidden[:1] if shared_adapter else self.hidden
+        self.adapters = nn.ModuleList(nn.Conv2d(n, n, 1, bias=False) for n in sizes)
 
     def step(self, x: Tensor, state):
         hs, cs, losses = [], [], []
         m = None
-        for adapter, (h, c, m, delta_c, delta_m) in zip(self.adapters, self._layers(x, state)):
+        adapters = [self.adapters[0]] * len(self.hidden) if self.shared_adapter else self.adapters
+        for adapter, (h, c, m, delta_c, delta_m) in zip(adapters, self._layers(x, state)):
             hs.append(h)
             cs.append(c)
             dc = F.normalize(adapter(delta_c).flatten(2), dim=2)
@@ -216,3 +243,84 @@ class PredRNNv2(PredRNN):
             losses.append(torch.abs(torch.cosine_similarity(dc, dm, dim=2)).mean())
         aux = self.decouple_weight * torch.stack(losses).mean()
         return hs[-1], (hs, cs, m), aux
+
+
+def load_official_state_dict(model: PredRNN, state_dict: Mapping[str, Tensor]) -> None:
+    """Load the weights of an official thuml/predrnn-pytorch network into ``model``, in place.
+
+    ``state_dict``: the official ``RNN.state_dict()`` of ``core/models/predrnn.py`` or
+    ``core/models/predrnn_v2.py``, or a checkpoint its ``Model.save`` wrote (``{"net_param": ...}``).
+    The official names map as ``cell_list.<l>.conv_<x|h|m|o>.0`` -> ``cells.<l>.conv_<x|h|m|o>`` (``.0``
+    with ``layer_norm``), ``cell_list.<l>.conv_last`` -> ``cells.<l>.conv_last``, ``conv_last`` ->
+    ``head.conv``, ``adapter`` -> ``adapters.0``. Two layouts differ and are converted:
+
+    * patch channels: the official ``reshape_patch`` orders a patch's channels as ``(dy, dx, c)``,
+      ``pixel_unshuffle`` as ``(c, dy, dx)``; the bottom ``conv_x``'s inputs and the head's outputs are
+      permuted (a no-op for one channel or ``patch_size`` 1);
+    * layer norm: the official ``nn.LayerNorm([C, H, W])`` has an affine per element, framecast's
+      ``GroupNorm(1, C)`` (the same normalisation) one per channel; an official affine that varies over
+      space (after training it does) cannot be represented and raises ``ValueError``. At the official
+      initialisation (ones and zeros) it maps exactly.
+
+    ``model`` must have the official architecture: a ``predrnn``/``predrnn_v2`` with equal ``hidden``
+    sizes, ``bias=False``, ``shared_adapter=True`` (v2), the deterministic head, no ``residual``, and
+    ``layer_norm`` as the official ``--layer_norm``; otherwise ``ValueError`` names the option.
+    The official rollout then equals :meth:`Predictor.rollout` with the same teacher forcing.
+    """
+    sd = state_dict.get("net_param", state_dict)
+    problems = []
+    if not isinstance(model, PredRNN):
+        raise TypeError(f"load_official_state_dict needs a PredRNN or PredRNNv2, got {type(model).__name__}")
+    if model.bias:
+        problems.append("model_options.bias must be false (the official convolutions have no bias)")
+    if len(set(model.hidden)) > 1:
+        problems.append(f"hidden sizes must be equal (the official memory needs it), got {model.hidden}")
+    if not isinstance(model.head, DeterministicHead) or model.residual:
+        problems.append("the official network needs head: deterministic and residual: false")
+    is_v2 = "adapter.weight" in sd
+    if is_v2 != isinstance(model, PredRNNv2):
+        problems.append(
+            f"the official weights are {'predrnn_v2' if is_v2 else 'predrnn'}'s, "
+            f"the model is {type(model).__name__}"
+        )
+    elif is_v2 and not model.shared_adapter:
+        problems.append("model_options.shared_adapter must be true (the official v2 has one adapter)")
+    official_ln = any(k.endswith(".1.weight") for k in sd if k.startswith("cell_list."))
+    if official_ln != model.layer_norm:
+        problems.append(
+            f"model_options.layer_norm must be {str(official_ln).lower()}, as the official weights"
+        )
+    if problems:
+        raise ValueError("load_official_state_dict: " + "; ".join(problems))
+
+    c, p = model.channels, model.patch_size
+    # framecast channel c*p*p + k (k = dy*p + dx) is official channel k*C + c
+    perm = torch.arange(p * p * c).view(p * p, c).t().reshape(-1)
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        parts = key.split(".")
+        if parts[0] == "conv_last":
+            out["head.conv." + parts[1]] = value[perm]
+        elif parts[0] == "adapter":
+            out["adapters.0." + parts[1]] = value
+        elif parts[0] == "cell_list" and parts[2] == "conv_last":
+            out[f"cells.{parts[1]}.conv_last.{parts[3]}"] = value
+        elif parts[0] == "cell_list" and len(parts) == 5 and parts[3] in ("0", "1"):
+            layer, conv, index, name = parts[1], parts[2], parts[3], parts[4]
+            if index == "1":  # the LayerNorm after the convolution
+                flat = value.flatten(1)
+                if not torch.equal(flat, flat[:, :1].expand_as(flat)):
+                    raise ValueError(
+                        f"load_official_state_dict: the LayerNorm affine {key} varies over space; framecast's "
+                        "layer norm has one per channel (GroupNorm), so these weights have no equivalent"
+                    )
+                value = flat[:, 0]
+            elif conv == "conv_x" and layer == "0":
+                value = value[:, perm]
+            target = (
+                f"cells.{layer}.{conv}.{index}.{name}" if model.layer_norm else f"cells.{layer}.{conv}.{name}"
+            )
+            out[target] = value
+        else:
+            raise ValueError(f"load_official_state_dict: unexpected official weight {key!r}")
+    model.load_state_dict(out, strict=True)
