@@ -61,10 +61,14 @@ class Settings:
 
 
 def build_module(model_hp: dict[str, Any]):
-    """The training module of ``model_hp`` (``compile`` is :class:`Settings`' business, applied per variant)."""
+    """The training module of ``model_hp`` (``compile`` is :class:`Settings`' business, applied per variant).
+
+    ``reverse_input`` (the official PredRNN training: a second optimizer step on the time-reversed clip of every
+    batch) is timed as one plain optimizer step: the training step reported is one optimizer step, and
+    ``fit`` with ``reverse_input`` makes two per batch."""
     from framecast.cli.grammar import instantiate_module
 
-    return instantiate_module({"model": {**model_hp, "compile": False}})
+    return instantiate_module({"model": {**model_hp, "compile": False, "reverse_input": False}})
 
 
 class Variant:

@@ -31,12 +31,29 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_bf16_features() -> list[str]:
+    """The CPU's native bfloat16 features (``avx512_bf16``: Zen 4 and later Xeons; ``amx_bf16``: Xeons with AMX),
+    from ``/proc/cpuinfo``; empty where there are none or the file is not there."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in BF16_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def machine(device: torch.device) -> dict[str, Any]:
     import lightning
 
     info: dict[str, Any] = {
         "device": device.type,
         "cpu": cpu_name(),
+        "cpu_bf16": cpu_bf16_features(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -114,7 +131,9 @@ def table(result: dict[str, Any]) -> str:
     if result.get("reference"):
         add("reference 32", result["reference"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    m = result["machine"]
+    lines = [f"{m.get('gpu') or m['cpu']} (bf16 features: {', '.join(m.get('cpu_bf16') or []) or 'none'})"]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     for p, r in [(st["precision"], result), *result.get("extra", {}).items()]:
         cp = r["conv_peak"]
         lines.append(f"conv peak {p} ({cp['layer']} alone): forward+backward {cp['train']['flops_per_s'] / 1e9:,.1f} "
@@ -123,5 +142,6 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"reference not timed: {result.get('reference_skipped')}")
     lines.append(f"convolutions computed in {', '.join(st['conv_dtypes'])}; {result['flops']['train_per_clip'] / 1e9:,.2f} "
                  f"GFLOP per training clip, {result['flops']['forward_per_clip'] / 1e9:,.2f} per inference clip; "
-                 f"{st['threads']} threads; load average {result['machine'].get('load_average_start', ['?'])[0]}")
+                 f"{st['threads']} threads; load average "
+                 f"{', '.join(f'{v:.2f}' for v in m.get('load_average_start', [])[:1]) or '?'}")
     return "\n".join(lines)
