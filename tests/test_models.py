@@ -16,6 +16,8 @@ from framecast.models.predrnn import SpatioTemporalLSTMCell
 
 NAMES = sorted(MODELS)
 SMALL = {"hidden": [8, 8], "kernel_size": 3}
+# per-model small options: e3d_lstm needs a context as long as its window, and SHAPE_CASES has a 1-frame one
+SMALL_PER_MODEL = {"e3d_lstm": {"window_length": 1, "temporal_kernel": 1}}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,7 +31,7 @@ def one_thread():
 
 def make(name: str, seed: int = 0, **options):
     torch.manual_seed(seed)
-    return build_model(name, **{**SMALL, **options})
+    return build_model(name, **{**SMALL, **SMALL_PER_MODEL.get(name, {}), **options})
 
 
 def clip(batch=2, frames=6, channels=1, size=16, seed=0) -> torch.Tensor:
@@ -161,6 +163,11 @@ VARIANTS = [
     ("predrnn_v2", {"hidden": [4, 8]}),
     ("predrnn", {"layer_norm": True}),
     ("predrnn_v2", {"layer_norm": True, "patch_size": 2, "residual": True}),
+    ("predrnn_pp", {"hidden": [8, 4, 6]}),
+    ("mim", {"hidden": [8, 4, 6]}),
+    ("e3d_lstm", {"window_length": 3, "temporal_kernel": 2, "hidden": [8, 4], "recall_length": 2,
+                  "layer_norm": True}),
+    ("mau", {"hidden": [8, 4, 6], "tau": 2, "cell_mode": "residual", "model_mode": "recall", "sr_size": 2}),
 ]
 
 
@@ -211,8 +218,13 @@ def test_seeded_determinism(name):
 
 
 # --- fitting -----------------------------------------------------------------------------------------
+# per-model options of the fits: without the layer norm (the official PredRNN++ code's default), PredRNN++'s
+# tanh output gates leave the codelength fit on the marginal plateau (a constant 1.5 % white) in 2 of 3 seeds
+FIT_OPTIONS = {"predrnn_pp": {"layer_norm": True}}
+
+
 def fit(name, steps, head="deterministic", lr=1e-2, size=16):
-    model = make(name, head=head, num_mixtures=2)
+    model = make(name, head=head, num_mixtures=2, **FIT_OPTIONS.get(name, {}))
     data = moving_square(size=size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []

@@ -11,7 +11,11 @@ from framecast.models.base import Predictor, Rollout
 from framecast.models.baselines import CopyLast, Linear
 from framecast.models.convgru import ConvGRU
 from framecast.models.convlstm import ConvLSTM
+from framecast.models.e3d_lstm import E3DLSTM
+from framecast.models.mau import MAU
+from framecast.models.mim import MIM
 from framecast.models.predrnn import PredRNN, PredRNNv2
+from framecast.models.predrnn_pp import PredRNNpp
 from framecast.models.registry import (
     BASELINES,
     MODELS,
@@ -25,12 +29,16 @@ from framecast.models.registry import (
 
 __all__ = [
     "BASELINES",
+    "E3DLSTM",
+    "MAU",
+    "MIM",
     "MODELS",
     "ConvGRU",
     "ConvLSTM",
     "CopyLast",
     "Linear",
     "PredRNN",
+    "PredRNNpp",
     "PredRNNv2",
     "Predictor",
     "Rollout",
