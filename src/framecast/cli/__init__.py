@@ -22,6 +22,7 @@ COMMANDS = {  # command -> (module with main(argv) -> int, one-line help)
     "benchmark": ("framecast.evaluation.benchmark", "every metric per horizon step for checkpoints and baselines"),
     "benchmark-losses": ("framecast.benchmark_losses", "train one model per loss, then benchmark them side by side"),
     "speed": ("framecast.profiling.command", "training and inference throughput, memory and FLOP/s as JSON"),
+    "forecast": ("framecast.forecasting.command", "forecast a video past its end (or --at): mp4, npy, sampled futures"),
     "codelength": ("framecast.prequential.command", "prequential codelength: how well predictors compress the stream"),
 }
 

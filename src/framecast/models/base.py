@@ -19,6 +19,7 @@ this class owns what they share:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +129,9 @@ class Predictor(nn.Module):
         target: Tensor | None = None,
         teacher_mask: Tensor | None = None,
         return_hidden: bool = False,
+        feed: Literal["mean", "sample"] = "mean",
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
     ) -> Rollout:
         """Run the model over the context and roll out ``horizon`` frames.
 
@@ -140,10 +144,23 @@ class Predictor(nn.Module):
                 ``m * truth + (1 - m) * own prediction``. ``None``: the truth in the context, the model's own
                 predictions after it (plain autoregressive rollout).
             return_hidden: keep the top layer's hidden state of every step.
+            feed: ``mean``: every predicted frame is the head's frame (the mean of a distribution head);
+                ``sample``: ancestral sampling, every frame of the horizon (steps ``T_ctx - 1`` on) is a draw of
+                8-bit levels from the head's distribution (``head.sample``), and that draw is what the next
+                step reads; the context's one-step predictions stay means. Needs a distribution head
+                (``head: logistic_mixture``); ``params`` stay the model's own (before ``temperature``).
+            generator: the random stream of the draws (on the context's device); ``None``: the global one.
+            temperature: scales the logistic scales of the draws (``feed: sample`` only).
         """
         self.check_input(context)
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if feed not in ("mean", "sample"):
+            raise ValueError(f"feed must be 'mean' or 'sample', got {feed!r}")
+        sample = feed == "sample"
+        if sample and not hasattr(self.head, "sample"):
+            raise ValueError("feed='sample' draws from a per-pixel distribution: the model needs "
+                             "head: logistic_mixture")
         b, t_ctx, c, h, w = context.shape
         p = self.patch_size
         steps = t_ctx + horizon - 1
@@ -173,6 +190,8 @@ class Predictor(nn.Module):
             feat, state, step_aux = self.step(F.pixel_unshuffle(x, p) if p > 1 else x, state)
             aux = aux + step_aux
             frame, par = self.head(feat, x if self.residual else None)
+            if sample and t >= t_ctx - 1:
+                frame = self.head.sample(par, generator, temperature)
             frames.append(frame)
             if par is not None:
                 params.append(par)
