@@ -118,7 +118,7 @@ class EpochShuffleSampler(_EpochOrderSampler):
     Unlike ``RandomSampler`` (which draws from torch's global random state, not saved in checkpoints), the
     order of every epoch is the same on every run and after a resume. With ``tag_epoch`` the indices are
     ``epoch * n + i``, so a dataset can seed per-clip augmentation from the index (see
-    :class:`framecast.data.video.VideoClipDataset`) and reduce it with ``% n``.
+    :class:`framecast.data.video_dataset.VideoClipDataset`) and reduce it with ``% n``.
     """
 
     def __init__(self, n: int, seed: int = 0, tag_epoch: bool = False, num_replicas: int | None = None,
