@@ -297,6 +297,21 @@ def test_bad_input_is_named(tmp_path, capsys, extra, words):
     assert words in err and "Traceback" not in err
 
 
+def test_a_sigterm_is_an_interruption_not_a_success(tmp_path, capsys, monkeypatch):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    import framecast.cli
+
+    def stopped(argv):
+        raise SIGTERMException
+
+    monkeypatch.setattr(framecast.cli, "run_lightning", stopped)
+    out = tmp_path / "o"
+    code = main(["codelength", "--config", str(tiny_config(tmp_path)), "--blocks", "4,4", "--out", str(out)])
+    assert code == 143 and "rerun the same command" in capsys.readouterr().err
+    assert not (out / "convlstm" / "block_1" / "result.json").exists()
+
+
 def test_needs_config_and_out(tmp_path, capsys):
     assert main(["codelength", "--out", str(tmp_path)]) == 2
     assert "--config" in capsys.readouterr().err

@@ -286,9 +286,22 @@ def _check_model(name: str, options: dict[str, Any]) -> None:
         raise ConfigError(f"--predictors {name} (the config's model section with model.model {name}): {e}") from e
 
 
+def _until_sigterm(argv: Sequence[str] | None) -> int:
+    """:func:`codelength`, where a SIGTERM that stops a block's fit is an interruption, not a success: Lightning
+    raises it as a ``SystemExit`` without a code, which would read as exit code 0."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        return codelength(argv)
+    except SIGTERMException:
+        print(f"{PROG}: stopped by SIGTERM; the blocks done are kept: rerun the same command to continue",
+              file=sys.stderr)
+        return 128 + 15
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``framecast codelength`` with ``argv`` (without the command name); return the exit code."""
-    return run_command(PROG, lambda: codelength(argv))
+    return run_command(PROG, lambda: _until_sigterm(argv))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ frames, pixels, bits, bits_per_pixel, first_frame_bits, train_clips, val_clips, 
 train_seconds, code_seconds, codelength, scales, checkpoint``) and ``total``. Pixels are sub-pixels (``C``
 values per pixel of a frame), as ``bits_per_pixel`` everywhere in framecast. ``codelength.md``: the totals
 table (ranked) and bits per pixel of each block. ``codelength.png``: bits per pixel of each new block
-against the clips transmitted before it, one line per predictor and baseline, and the cumulative total.
+against the clips transmitted before it, one line per predictor and baseline (blocks 1 on; block 0 costs
+8 for all), and the cumulative total against the clips transmitted, with the uniform code's.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def figure(res: dict):
         if baseline and name != "copy_last":
             style.update(marker="s", ls=":")
         blocks = p["blocks"]
-        a.plot([x["start"] for x in blocks], [x["bits_per_pixel"] for x in blocks], **style)
+        later = blocks[1:]  # block 0 is 8 bits per pixel for everyone (the uniform code)
+        a.plot([x["start"] for x in later], [x["bits_per_pixel"] for x in later], **style)
         cumulative, total = [], 0.0
         for x in blocks:
             total += x["bits"]
@@ -145,11 +147,10 @@ def figure(res: dict):
         b.plot([x["end"] for x in blocks], cumulative, **style)
     ends = res["stream"]["ends"]
     per_clip = res["stream"]["frames_per_clip"] * math.prod(res["stream"]["frame"])
-    a.axhline(UNIFORM_BITS, color="black", lw=0.8, ls=":", label="uniform (8 bits)")
     b.plot([0] + ends, [0] + [UNIFORM_BITS * per_clip * e for e in ends], color="black", lw=0.8, ls=":",
            label="uniform (8 bits)")
     a.set(xlabel="clips transmitted before the block", ylabel="bits per pixel of the block",
-          title="bits per pixel of each new block")
+          title="bits per pixel of each new block (block 0: 8, uniform)")
     b.set(xlabel="clips transmitted", ylabel="cumulative codelength (bits)", title="cumulative total")
     for ax in (a, b):
         ax.grid(alpha=0.3)
