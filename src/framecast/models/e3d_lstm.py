@@ -153,6 +153,9 @@ class E3DLSTM(Predictor):
     PyTorch port https://github.com/chengtan9907/OpenSTL (``openstl/models/e3dlstm_model.py``,
     ``openstl/modules/e3dlstm_modules.py``), framecast's golden reference.
 
+    Shapes: ``context (B, T_ctx, C, H, W)`` -> ``prediction (B, horizon, C, H, W)`` through the shared rollout
+    (:meth:`framecast.models.Predictor.rollout`).
+
     The rollout feeds one frame per step; the model keeps the last ``w - 1`` inputs in its state, and at step
     ``t`` the bottom layer reads the window ``X_t = [x_{t-w+1}, ..., x_t]`` ``(B, C*p*p, w, H/p, W/p)``
     (zeros before the first frame, as the official code's zero-padded input list), so every layer's state
