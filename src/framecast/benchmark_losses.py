@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from framecast.cli.data import option_groups
 from framecast.errors import ConfigError, InputError, run_command
 
 PROG = "framecast benchmark-losses"
@@ -34,7 +35,6 @@ OWN = ("--losses", "--out")
 BENCHMARK_OPTIONS = ("--baselines", "--clips", "--fit-clips", "--split", "--metrics", "--device", "--lpips",
                      "--no-progress")
 NO_VALUE = ("-h", "--help", "--no-progress")
-PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
 
 
 def build_parser():
@@ -68,20 +68,9 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     own: list[str] = []
     bench: list[str] = []
     grammar: list[str] = []
-    argv = list(argv)
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        name, eq, _ = a.partition("=")
-        if eq or name in NO_VALUE or not a.startswith("-"):
-            n = 1
-        elif name == "--print_config":
-            n = 2 if i + 1 < len(argv) and set(argv[i + 1].split(",")) <= PRINT_CONFIG_FLAGS else 1
-        else:
-            n = 2
-        tokens = argv[i : i + n]
+    for tokens in option_groups(argv, NO_VALUE):
+        name = tokens[0].partition("=")[0]
         (own if name in OWN else bench if name in BENCHMARK_OPTIONS else grammar).extend(tokens)
-        i += n
     return own, bench, grammar
 
 

@@ -38,6 +38,28 @@ def flag_values(argv: Sequence[str], flag: str) -> list[str]:
     return out
 
 
+PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
+
+
+def option_groups(argv: Sequence[str], no_value: Sequence[str] = ("-h", "--help")) -> list[list[str]]:
+    """``argv`` cut into options with their value (``--key value`` kept together, ``--key=value`` and the flags
+    ``no_value`` alone; ``--print_config`` takes a value only where it is one of its flags), in order."""
+    argv = list(argv)
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, _ = a.partition("=")
+        if eq or name in no_value or not a.startswith("-"):
+            n = 1
+        elif name == "--print_config":
+            n = 2 if i + 1 < len(argv) and set(argv[i + 1].split(",")) <= PRINT_CONFIG_FLAGS else 1
+        else:
+            n = 2
+        out.append(argv[i : i + n])
+        i += n
+    return out
+
+
 def has_config(argv: Sequence[str]) -> bool:
     return any(a.partition("=")[0] in ("-c", "--config") for a in argv)
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from framecast.models.base import Predictor
 from framecast.models.heads import DeterministicHead
+from framecast.models.official import patch_permutation
 from framecast.models.registry import register_model
 
 
@@ -300,13 +301,6 @@ def _per_channel(key: str, value: Tensor, what: str) -> Tensor:
             "has one per channel (GroupNorm), so these weights have no equivalent"
         )
     return flat[:, 0].clone()
-
-
-def patch_permutation(channels: int, patch_size: int) -> Tensor:
-    """``perm`` with framecast's patch channel ``i`` the official ``perm[i]``: ``pixel_unshuffle`` orders a
-    patch's channels ``(c, dy, dx)``, the official ``reshape_patch`` ``(dy, dx, c)``."""
-    p2 = patch_size * patch_size
-    return torch.arange(p2 * channels).view(p2, channels).t().reshape(-1)
 
 
 def load_openstl_state_dict(model: E3DLSTM, state_dict: Mapping[str, Tensor]) -> None:

@@ -18,9 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
-from framecast.models.heads import DeterministicHead
+from framecast.models.official import openstl_state_dict, patch_permutation, per_channel
 from framecast.models.predrnn import SpatioTemporalLSTMCell, _conv
-from framecast.models.predrnn_pp import patch_permutation, per_channel
 from framecast.models.registry import register_model
 
 
@@ -274,22 +273,7 @@ def load_openstl_state_dict(model: MIM, state_dict: Mapping[str, Tensor]) -> Non
     """
     if not isinstance(model, MIM):
         raise TypeError(f"load_openstl_state_dict needs a MIM, got {type(model).__name__}")
-    sd = state_dict.get("state_dict", state_dict)
-    sd = {k.removeprefix("model."): v for k, v in sd.items()}
-    problems = []
-    if model.bias:
-        problems.append("model_options.bias must be false (OpenSTL's convolutions have no bias)")
-    if len(set(model.hidden)) > 1:
-        problems.append(f"hidden sizes must be equal (OpenSTL's port needs it), got {model.hidden}")
-    if not isinstance(model.head, DeterministicHead) or model.residual:
-        problems.append("the OpenSTL network needs head: deterministic and residual: false")
-    has_norm = any(
-        len(p) >= 3 and p[-3].startswith("conv") and p[-2] == "1" for p in (k.split(".") for k in sd)
-    )
-    if has_norm != model.layer_norm:
-        problems.append(f"model_options.layer_norm must be {str(has_norm).lower()} for these weights")
-    if problems:
-        raise ValueError("load_openstl_state_dict: " + "; ".join(problems))
+    sd = openstl_state_dict(model, state_dict)
 
     perm = patch_permutation(model.channels, model.patch_size)
     out: dict[str, Tensor] = {}

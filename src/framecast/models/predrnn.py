@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from framecast.models.base import Predictor
 from framecast.models.heads import DeterministicHead
+from framecast.models.official import patch_permutation
 from framecast.models.registry import register_model
 
 
@@ -295,7 +296,7 @@ def load_official_state_dict(model: PredRNN, state_dict: Mapping[str, Tensor]) -
 
     c, p = model.channels, model.patch_size
     # framecast channel c*p*p + k (k = dy*p + dx) is official channel k*C + c
-    perm = torch.arange(p * p * c).view(p * p, c).t().reshape(-1)
+    perm = patch_permutation(c, p)
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
         parts = key.split(".")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
-from framecast.models.heads import DeterministicHead
+from framecast.models.official import openstl_state_dict, patch_permutation, per_channel
 from framecast.models.predrnn import _conv
 from framecast.models.registry import register_model
 
@@ -231,24 +231,6 @@ class PredRNNpp(Predictor):
 
 
 # --- loading OpenSTL weights ------------------------------------------------------------------------------
-def patch_permutation(channels: int, patch_size: int) -> Tensor:
-    """framecast's patch channel ``c*p*p + k`` (``pixel_unshuffle``, ``k = dy*p + dx``) is channel ``k*C + c``
-    of the official ``reshape_patch`` (order ``(dy, dx, c)``): ``official[perm]`` is framecast's order."""
-    p = patch_size
-    return torch.arange(p * p * channels).view(p * p, channels).t().reshape(-1)
-
-
-def per_channel(key: str, value: Tensor) -> Tensor:
-    """An official per-element affine ``(C, H, W)`` as framecast's per-channel ``(C,)``; ``ValueError``
-    where it varies over space (then it has no per-channel equivalent)."""
-    flat = value.flatten(1)
-    if not torch.equal(flat, flat[:, :1].expand_as(flat)):
-        raise ValueError(
-            f"{key} varies over space; framecast's has one value per channel, so these weights have no equivalent"
-        )
-    return flat[:, 0].clone()
-
-
 def load_openstl_state_dict(model: PredRNNpp, state_dict: Mapping[str, Tensor]) -> None:
     """Load the weights of an OpenSTL ``PredRNNpp_Model`` into ``model``, in place.
 
@@ -268,22 +250,7 @@ def load_openstl_state_dict(model: PredRNNpp, state_dict: Mapping[str, Tensor]) 
     """
     if not isinstance(model, PredRNNpp):
         raise TypeError(f"load_openstl_state_dict needs a PredRNNpp, got {type(model).__name__}")
-    sd = state_dict.get("state_dict", state_dict)
-    sd = {k.removeprefix("model."): v for k, v in sd.items()}
-    problems = []
-    if model.bias:
-        problems.append("model_options.bias must be false (OpenSTL's convolutions have no bias)")
-    if len(set(model.hidden)) > 1:
-        problems.append(f"hidden sizes must be equal (OpenSTL's port needs it), got {model.hidden}")
-    if not isinstance(model.head, DeterministicHead) or model.residual:
-        problems.append("the OpenSTL network needs head: deterministic and residual: false")
-    has_norm = any(
-        len(p) >= 3 and p[-3].startswith("conv") and p[-2] == "1" for p in (k.split(".") for k in sd)
-    )
-    if has_norm != model.layer_norm:
-        problems.append(f"model_options.layer_norm must be {str(has_norm).lower()} for these weights")
-    if problems:
-        raise ValueError("load_openstl_state_dict: " + "; ".join(problems))
+    sd = openstl_state_dict(model, state_dict)
 
     perm = patch_permutation(model.channels, model.patch_size)
     out: dict[str, Tensor] = {}

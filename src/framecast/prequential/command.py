@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from framecast.cli.data import option_groups
 from framecast.errors import ConfigError, InputError, run_command
 from framecast.prequential.blocks import BaselineEntry, Context, ModelEntry, Recipe, is_main, run_blocks, say
 
@@ -43,7 +44,6 @@ DEFAULT_BASELINES = "copy_last,linear"
 OWN = ("--blocks", "--first", "--growth", "--num-blocks", "--predictors", "--baselines", "--out", "--epochs",
        "--min-steps", "--validations", "--val-fraction", "--device")
 NO_VALUE = ("-h", "--help")
-PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
 DEFINITION = (
     "Every frame of every clip is coded. Block 0: the uniform code, 8 bits per sub-pixel. Block k >= 1: the "
     "first frame of each clip uniformly (8 bits per sub-pixel), every later frame t with the predictor's "
@@ -85,19 +85,8 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """``(this command's own options, the grammar's options)``, each in the order given."""
     own: list[str] = []
     grammar: list[str] = []
-    argv = list(argv)
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        name, eq, _ = a.partition("=")
-        if eq or name in NO_VALUE or not a.startswith("-"):
-            n = 1
-        elif name == "--print_config":
-            n = 2 if i + 1 < len(argv) and set(argv[i + 1].split(",")) <= PRINT_CONFIG_FLAGS else 1
-        else:
-            n = 2
-        (own if name in OWN else grammar).extend(argv[i : i + n])
-        i += n
+    for tokens in option_groups(argv, NO_VALUE):
+        (own if tokens[0].partition("=")[0] in OWN else grammar).extend(tokens)
     return own, grammar
 
 
