@@ -610,7 +610,8 @@ def test_mixture_head_residual_offsets_the_means():
     head = LogisticMixtureHead(4, 1, 2, 2)
     h = torch.randn(2, 4, 4, 4)
     last = torch.rand(2, 1, 8, 8)
-    _, plain = head(h)
+    _, plain = head(h, last)
+    head.residual = True
     frame, res = head(h, last)
     _, m0, _ = head.split(plain)
     _, m1, _ = head.split(res)

@@ -97,7 +97,7 @@ class Predictor(nn.Module):
         self.patch_size = patch_size
         self.residual = residual
         self.in_channels = channels * patch_size * patch_size
-        self.head = build_head(head, hidden[-1], channels, patch_size, num_mixtures)
+        self.head = build_head(head, hidden[-1], channels, patch_size, num_mixtures, residual=residual)
 
     # --- the recurrent core (subclasses) -------------------------------------------------------
     def init_state(self, batch: int, height: int, width: int, like: Tensor):
@@ -189,7 +189,7 @@ class Predictor(nn.Module):
                     x = prev
             feat, state, step_aux = self.step(F.pixel_unshuffle(x, p) if p > 1 else x, state)
             aux = aux + step_aux
-            frame, par = self.head(feat, x if self.residual else None)
+            frame, par = self.head(feat, x)
             if sample and t >= t_ctx - 1:
                 frame = self.head.sample(par, generator, temperature)
             frames.append(frame)

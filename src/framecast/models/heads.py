@@ -1,8 +1,10 @@
 """Output heads: from the top recurrent layer's hidden state to a frame or a per-pixel distribution.
 
 Both heads are a 1x1 convolution in patch space followed by depth-to-space (``pixel_shuffle``), as in
-PredRNN's ``conv_last``. Each returns ``(frame (B, C, H, W), params (B, P, H, W) or None)``; ``frame`` is
-what pictures, pixel metrics and the next input use.
+PredRNN's ``conv_last``. A head is called as ``head(h, current)``: ``h (B, F, H/p, W/p)`` the top layer's
+features, ``current (B, C, H, W)`` the frame the step read (a head built with ``residual=True`` predicts the
+change from it; others may ignore it). Each returns ``(frame (B, C, H, W), params (B, P, H, W) or None)``;
+``frame`` is what pictures, pixel metrics and the next input use.
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ MIN_LOG_SCALE = -7.0 - math.log(2.0)
 class DeterministicHead(nn.Module):
     """``frame = unpatch(conv1x1(h))`` (plus the current input frame when ``residual``)."""
 
-    def __init__(self, in_features: int, channels: int, patch_size: int):
+    def __init__(self, in_features: int, channels: int, patch_size: int, residual: bool = False):
         super().__init__()
         self.patch_size = patch_size
+        self.residual = residual
         self.conv = nn.Conv2d(in_features, channels * patch_size**2, 1)
 
-    def forward(self, h: Tensor, last: Tensor | None = None) -> tuple[Tensor, None]:
+    def forward(self, h: Tensor, current: Tensor | None = None) -> tuple[Tensor, None]:
         out = self.conv(h)
         out = F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
-        return (out if last is None else last + out), None
+        return (current + out if self.residual else out), None
 
 
 class LogisticMixtureHead(nn.Module):
@@ -51,9 +54,11 @@ class LogisticMixtureHead(nn.Module):
     means ``2.7`` and ``-20``, whose average clips to 0.
     """
 
-    def __init__(self, in_features: int, channels: int, patch_size: int, num_mixtures: int = 5):
+    def __init__(self, in_features: int, channels: int, patch_size: int, num_mixtures: int = 5,
+                 residual: bool = False):
         super().__init__()
         self.patch_size = patch_size
+        self.residual = residual
         self.channels = channels
         self.k = num_mixtures
         self.conv = nn.Conv2d(in_features, 3 * num_mixtures * channels * patch_size**2, 1)
@@ -81,12 +86,12 @@ class LogisticMixtureHead(nn.Module):
         component = 1 - torch.exp(log_scales) * diff
         return (torch.softmax(logits, dim=-4) * component).sum(-4).clamp(0, 1)
 
-    def forward(self, h: Tensor, last: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, current: Tensor | None = None) -> tuple[Tensor, Tensor]:
         out = self.conv(h)
         params = F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
-        if last is not None:  # residual: the means are offsets from the current frame
+        if self.residual:  # the means are offsets from the current frame
             logits, means, log_scales = self.split(params)
-            means = means + last.unsqueeze(-4)
+            means = means + current.unsqueeze(-4)
             params = torch.stack([logits, means, log_scales], -5).flatten(-5, -3)
         return self.mean(params), params
 
@@ -141,9 +146,10 @@ class LogisticMixtureHead(nn.Module):
 HEADS = {"deterministic": DeterministicHead, "logistic_mixture": LogisticMixtureHead}
 
 
-def build_head(name: str, in_features: int, channels: int, patch_size: int, num_mixtures: int = 5) -> nn.Module:
+def build_head(name: str, in_features: int, channels: int, patch_size: int, num_mixtures: int = 5,
+               residual: bool = False) -> nn.Module:
     if name not in HEADS:
         raise ValueError(f"model head must be one of {sorted(HEADS)}, got {name!r}")
     if name == "logistic_mixture":
-        return LogisticMixtureHead(in_features, channels, patch_size, num_mixtures)
-    return DeterministicHead(in_features, channels, patch_size)
+        return LogisticMixtureHead(in_features, channels, patch_size, num_mixtures, residual=residual)
+    return DeterministicHead(in_features, channels, patch_size, residual=residual)
