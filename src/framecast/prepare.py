@@ -3,6 +3,7 @@
     framecast prepare --config FILE [--data.init_args.KEY VALUE ...]
     framecast prepare VIDEOS... [--fps F] [--size H W] [--crop center|none] [--channels 1|3]
                                 [--cache-dir DIR] [--on-bad-video error|skip]
+    ... [--workers N] [--to litdata OUT]
 
 The videos and their decoding settings (``videos``, ``fps``, ``size``, ``crop``, ``channels``, ``cache_dir``,
 ``on_bad_video``) are those of the config's ``data:`` section (a ``VideoClipDataModule``), so training with
@@ -10,6 +11,11 @@ the same config finds every video in the cache. Positional ``VIDEOS`` and the fl
 spellings of ``--data.init_args.videos``, ``--data.init_args.fps`` and so on (they override the config).
 Prints one line per video: ``cached`` (decoded and written), ``skipped`` (already cached) or ``bad`` (with the
 reason). Exit code 0 on success; 2 when a bad input was found in ``error`` mode, or no video could be used.
+
+``--workers N`` decodes in N processes (default: the CPUs; :mod:`framecast.data.parallel`), writing the cache
+files one process writes. ``--to litdata OUT`` then writes the config's clips (every split) as LitData chunks
+to the folder or object-store URL OUT (:mod:`framecast.data.streaming`), which ``data.init_args.streaming:
+OUT`` trains from.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ PRINT_CONFIG_FLAGS = {"comments", "skip_default", "skip_null"}
 DESCRIPTION = """Decode videos into the framecast frame cache, with the decoding settings (fps, size, crop,
 channels) and cache_dir of the config's data section, so that training finds them there.
 Older spellings, still accepted: positional VIDEOS (= --data.init_args.videos), --fps F, --size H W, --crop,
---channels, --cache-dir DIR, --on-bad-video error|skip (= --data.init_args.KEY)."""
+--channels, --cache-dir DIR, --on-bad-video error|skip (= --data.init_args.KEY).
+--workers N decodes in N processes; --to litdata OUT writes the clips as LitData chunks to OUT (a folder or
+an s3:// / gs:// URL), for data.init_args.streaming: OUT."""
 
 
 def rewrite_argv(argv: Sequence[str]) -> list[str]:
@@ -69,6 +77,9 @@ def rewrite_argv(argv: Sequence[str]) -> list[str]:
             else:
                 out += [new, *argv[i + 1 : i + 2]]
                 i += 2
+        elif name == "--to" and not eq:
+            out += argv[i : i + 3]  # --to FORMAT OUT
+            i += 3
         elif eq or name in NO_VALUE:
             out.append(a)
             i += 1
@@ -94,6 +105,11 @@ def build_parser():
     parser.add_argument("--splits-out", type=str | None, default=None,
                         help="folder for splits.json, what every split holds (default: the config's "
                              "trainer.default_root_dir, else the current folder)")
+    parser.add_argument("--workers", type=int | None, default=None,
+                        help="processes that decode videos (and write chunks) at the same time (default: the CPUs)")
+    parser.add_argument("--to", type=str, nargs=2, default=None, metavar=("FORMAT", "OUT"),
+                        help="also write the clips of every split to OUT: 'litdata OUT', OUT a folder or an "
+                             "object-store URL (s3://..., gs://...), for data.init_args.streaming: OUT")
     return parser
 
 
@@ -124,7 +140,8 @@ def prepare(argv: Sequence[str] | None = None) -> int:
 
     from framecast.cli.grammar import parse
     from framecast.data.cache import VideoCache
-    from framecast.data.decode import BadVideoError, DecodeSettings, VideoDecodeError, find_videos
+    from framecast.data.decode import BadVideoError, DecodeSettings, find_videos
+    from framecast.data.parallel import decode_all, default_workers
     from framecast.data.video import _check_settings
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -145,35 +162,54 @@ def prepare(argv: Sequence[str] | None = None) -> int:
         _check_settings(fps, size, crop, channels, args.get("batch_size", 1))
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    workers = cfg.get("workers") or default_workers()
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    target = cfg.get("to")
+    if target is not None and target[0] != "litdata":
+        raise ConfigError(f"--to takes FORMAT OUT with FORMAT litdata (e.g. --to litdata clips/), got {target[0]!r}")
     settings = DecodeSettings(fps=fps, size=size, crop=crop, channels=channels)
     cache = VideoCache(args.get("cache_dir"))
     paths, problems = find_videos(args["videos"])
     for item, reason in problems:
         tqdm.write(f"bad      {item}: {reason}")
     good = 0
-    for path in tqdm(paths, desc="prepare", unit="video", file=sys.stderr):
-        try:
-            entry, decoded = cache.get_or_decode(path, settings)
-        except VideoDecodeError as e:
-            problems.append((str(path), e.reason))
-            tqdm.write(f"bad      {path}: {e.reason}")
+    for result in decode_all(cache, paths, settings, workers):
+        if result.entry is None:
+            problems.append((str(result.path), result.reason))
+            tqdm.write(f"bad      {result.path}: {result.reason}")
             continue
         good += 1
-        verb = "cached  " if decoded else "skipped "
-        note = "" if decoded else " (already cached)"
-        tqdm.write(f"{verb} {path} -> {entry.frames_path} ({entry.num_frames} frames){note}")
+        entry, verb = result.entry, "cached  " if result.decoded else "skipped "
+        note = "" if result.decoded else " (already cached)"
+        tqdm.write(f"{verb} {result.path} -> {entry.frames_path} ({entry.num_frames} frames){note}")
     print(f"{good} video(s) ready in {cache.root}, {len(problems)} bad input(s)")
     if problems and on_bad == "error":
         raise BadVideoError(problems)
     if good == 0:
         raise InputError(f"no usable video in {args['videos']!r}")
-    write_splits(cfg, args)
+    dm = write_splits(cfg, args)
+    if target is not None:
+        write_litdata(dm, target[1], workers)
     return 0
 
 
-def write_splits(cfg, args: dict) -> None:
+def write_litdata(dm, out: str, workers: int) -> None:
+    """The clips of ``dm`` as LitData chunks in OUT, and what was written."""
+    from framecast.data import streaming
+
+    if dm is None:
+        raise ConfigError("--to litdata needs the clip lengths: give --config FILE (or --data.init_args."
+                          "context_frames/horizon_frames, or *_seconds)")
+    if dm.streaming is not None:
+        raise ConfigError("--to litdata writes the clips of videos: leave data.init_args.streaming unset here")
+    print(streaming.describe(streaming.write_clips(dm, out, workers), out))
+
+
+def write_splits(cfg, args: dict):
     """The splits training with this config will use (read from the cache just filled): ``splits.json`` and a
-    one-line summary. Only where the clip lengths are known (a config; plain ``VIDEOS`` have none)."""
+    one-line summary; returns the data module (set up), or None where the clip lengths are not known (plain
+    ``VIDEOS`` have none)."""
     from framecast.cli.grammar import section_dict
     from framecast.data.video import VideoClipDataModule
 
@@ -181,12 +217,13 @@ def write_splits(cfg, args: dict) -> None:
     if not all(options.get(f"{n}_seconds") is not None or options.get(f"{n}_frames") is not None
                for n in ("context", "horizon")):
         print("no clip lengths given (context/horizon): splits are not computed; give --config to see them")
-        return
+        return None
     dm = VideoClipDataModule(**options)
     dm.setup("prepare")  # (no stage: the splits are cut, none is required to hold a clip)
     folder = cfg.get("splits_out") or section_dict(cfg, "trainer").get("default_root_dir") or "."
     path = dm.write_splits(folder)
     print(f"{dm.splits_line()}; every split in {path}")
+    return dm
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,9 @@ class VideoClipDataModule(L.LightningDataModule):
             Having no usable video or no clip in a needed split is always an error.
         seed: seed of the video-to-split assignment.
         max_clips_per_split: keep at most this many clips per split (evenly spaced).
+        streaming: a folder or object-store URL written by ``framecast prepare --config FILE --to litdata OUT``
+            with these settings: the clips are streamed from its LitData chunks, nothing is decoded or cached
+            (:mod:`framecast.data.streaming`).
 
     Attributes: ``channels``, ``context_frames``, ``horizon_frames``, ``size`` (H, W), ``fps``,
     ``stats`` (``{"decoded": n, "cached": n}`` video loads this instance made), and after setup
@@ -110,6 +113,7 @@ class VideoClipDataModule(L.LightningDataModule):
         on_bad_video: Literal["error", "skip"] = "error",
         seed: int = 0,
         max_clips_per_split: int | None = None,
+        streaming: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -144,6 +148,8 @@ class VideoClipDataModule(L.LightningDataModule):
         self.on_bad_video = on_bad_video
         self.seed = seed
         self.max_clips_per_split = max_clips_per_split
+        self.streaming = streaming
+        self._manifest: dict | None = None
         self.stats = {"decoded": 0, "cached": 0}
         self.video_paths: list[Path] = []
         self.videos_by_split: dict[str, list[Path]] = {}
@@ -160,10 +166,15 @@ class VideoClipDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Decode every video into the cache (or find it there); raise on bad input."""
-        self._load()
+        if self.streaming is None:
+            self._load()
 
     def setup(self, stage: str | None = None) -> None:
         """Load all videos (from the cache; decoding what is missing), check them, cut the splits."""
+        if self.streaming is not None and self._manifest is None:
+            from framecast.data import streaming
+
+            self._manifest = streaming.load(self)
         self._load()
         if not self.windows:
             lengths = [e.num_frames for e in self._entries]
@@ -181,7 +192,7 @@ class VideoClipDataModule(L.LightningDataModule):
 
     def _load(self) -> None:
         """Fill ``video_paths``/``_entries`` once: decode or read the cache, collect every problem."""
-        if self._entries is not None:
+        if self._entries is not None or self.streaming is not None:
             return
         paths, problems = find_videos(self.videos)
         good: list[tuple[Path, CacheEntry]] = []
@@ -292,14 +303,19 @@ class VideoClipDataModule(L.LightningDataModule):
             if not self.windows:
                 raise RuntimeError("call setup() before asking for datasets or dataloaders")
             train = split == "train"
+            augment = {"transform": augment_transform(self.augment, self.size) if train else None,
+                       "time_reverse": train and bool(self.augment.get("time_reverse")), "seed": self.seed}
+            if self.streaming is not None:
+                from framecast.data import streaming
+
+                self._datasets[split] = streaming.dataset(self, self._manifest, split, **augment)
+                return self._datasets[split]
             self._datasets[split] = VideoClipDataset(
                 [e.frames_path for e in self._entries],
                 self.windows[split],
                 self.context_frames,
                 self.horizon_frames,
-                transform=augment_transform(self.augment, self.size) if train else None,
-                time_reverse=train and bool(self.augment.get("time_reverse")),
-                seed=self.seed,
+                **augment,
             )
         return self._datasets[split]
 
@@ -325,7 +341,8 @@ class VideoClipDataModule(L.LightningDataModule):
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(dataset), seed=self.seed, tag_epoch=True),
+            sampler=dataset.sampler(self.seed) if self.streaming is not None else
+            EpochShuffleSampler(len(dataset), seed=self.seed, tag_epoch=True),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             progress=TrainerProgress(self),
