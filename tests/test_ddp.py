@@ -26,6 +26,7 @@ seed_everything: 0
 trainer:
   max_steps: 3
   accelerator: cpu
+  precision: 32  # float32: the two runs agree to float32 rounding
   num_sanity_val_steps: 0
   enable_progress_bar: false
   enable_model_summary: false

@@ -28,6 +28,7 @@ from framecast.checks import check_model_and_data
 from framecast.cli.grammar import _first_lines, _unwrap, int_before_float
 from framecast.errors import ConfigError, InputError, bad_input_cause
 from framecast.module import FramePredictionModule
+from framecast.precision import default_precision, precision_line, training_device
 
 # ``--ckpt_path`` values Lightning resolves itself (not file names)
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -70,6 +71,16 @@ class FramecastCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
+        self._precision_line = None
+        if self.subcommand == "fit":  # the default precision: bf16-mixed where the device has native bf16
+            given = kwargs.get("precision", config.get("precision"))
+            if given is None:
+                chosen, reason = default_precision(training_device(config.get("accelerator") or "auto"))
+                kwargs["precision"] = chosen
+                self.config[self.subcommand]["trainer"]["precision"] = chosen  # the saved config.yaml says it
+                self._precision_line = precision_line(chosen, reason, chosen=True)
+            else:
+                self._precision_line = precision_line(str(given), "", chosen=False)
         if "logger" not in kwargs and config.get("logger") in (None, True):
             from lightning.pytorch.loggers import TensorBoardLogger
             from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -98,6 +109,8 @@ class FramecastCLI(LightningCLI):
 
     def before_fit(self):
         self._before("fit")
+        if self._precision_line and self.trainer.is_global_zero:
+            print(self._precision_line)
 
     def before_validate(self):
         self._before("validate")
