@@ -13,11 +13,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from framecast.cli import main as cli_main
 from framecast.errors import ConfigError
-from framecast.models import build_model
+from framecast.models import build_model, list_models
 from framecast.models.convlstm import ConvLSTMCell
 from framecast.module import FramePredictionModule, compile_predictor
 from framecast.profiling import command
-from framecast.profiling.flops import conv_flops
+from framecast.profiling.flops import conv_flops, dominant_conv
+from framecast.profiling.harness import Memory
+from framecast.profiling.measure import Settings, measure
 from framecast.profiling.reference import ReferenceConvLSTM, ReferenceConvLSTMCell
 from framecast.profiling.training import (
     attach,
@@ -110,6 +112,76 @@ def test_speed_command_writes_every_field(tiny, tmp_path, capsys):
     assert result["extra"] == {}
     m = result["machine"]
     assert m["device"] == "cpu" and m["threads"] >= 1 and m["cpu"] and m["cpu_capability"] and isinstance(m["cpu_bf16"], list)
+
+
+PHASE_FIELDS = {"batch_size", "clips_per_s", "frames_per_s", "flops_per_clip", "flops_per_s",
+                "fraction_of_conv_peak", "peak_memory_bytes", "peak_memory_rise_bytes", "state_bytes"}
+
+
+@pytest.mark.parametrize("name", list_models("predictor"))
+def test_speed_measures_every_registered_predictor(name):
+    """A tiny instance of each predictor (2 layers of 4 channels, 8x8 after patching, 2 -> 1 frames): the
+    result is valid JSON with every field, its convolution peak on the model's own dominant convolution."""
+    dims = {"context": 2, "horizon": 1, "channels": 1, "height": 32, "width": 32}
+    hp = {"model": name, "hidden": [4, 4], "kernel_size": 3, "patch_size": 4, "channels": 1}
+    s = Settings(config=None, batch_size=1, inference_batch_size=1, precision="bf16-mixed", steps=1, warmup=0,
+                 conv_reps=1, threads=1, no_progress=True)
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*self.log.*")
+            result = json.loads(json.dumps(measure(s, hp, dims, command="test")))
+    finally:
+        torch.set_num_threads(threads)
+    assert result["model"]["model"] == name and result["model"]["parameters"] > 0
+    assert result["settings"]["conv_dtypes"] == ["bfloat16"]
+    assert 0 < result["flops"]["forward_per_clip"] < result["flops"]["train_per_clip"]
+    for phase, key in (("train", "step_time_s"), ("inference", "time_s")):
+        assert set(result[phase]) == PHASE_FIELDS | {key}
+        stats_ok(result[phase][key])
+        assert result[phase]["flops_per_s"] > 0 and result[phase]["fraction_of_conv_peak"] > 0
+    peak = result["conv_peak"]
+    assert peak["kind"] in ("Conv2d", "Conv3d", "ConvTranspose2d") and 0 < peak["share_of_conv_flops"] <= 1
+    assert peak["train"]["flops_per_s"] > 0 and peak["forward"]["flops_per_s"] > 0
+    if name == "convlstm":
+        assert result["reference"]["train"]["clips_per_s"] > 0 and result["train_speedup"] > 0
+    else:
+        assert result["reference"] is None and name in result["reference_skipped"]
+
+
+def test_the_dominant_convolution_counts_every_kind_and_adds_up_layers_alike():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.small = nn.Conv2d(4, 4, 3, padding=1)  # 2 calls alike: more FLOPs together than the big one once
+            self.alike = nn.Conv2d(4, 4, 3, padding=1)
+            self.big = nn.Conv3d(3, 4, (2, 3, 3), padding=(0, 1, 1))  # 1.5 times one small
+            self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)
+
+        def forward(self, x):
+            y = self.big(torch.stack([x[:, :3], x[:, :3]], 2)).squeeze(2)
+            return self.up(self.alike(self.small(y)))
+
+    net, x = Net(), torch.randn(2, 4, 6, 6)
+    name, conv, shape, share = dominant_conv(net, lambda: net(x))
+    assert (name, conv, shape) == ("small (and 1 more alike)", net.small, (2, 4, 6, 6))
+    with FlopCounterMode(display=False) as counter:
+        net(x)
+    assert share == pytest.approx(2 * conv_flops(net.small, shape) / counter.get_total_flops())
+    for conv, x in ((net.big, torch.randn(2, 3, 2, 6, 6)), (net.up, torch.randn(2, 4, 6, 6))):
+        with FlopCounterMode(display=False) as counter:
+            conv(x)
+        assert conv_flops(conv, tuple(x.shape)) == counter.get_total_flops() > 0
+
+
+def test_cpu_working_memory_is_the_peak_of_the_allocations_of_one_call():
+    def call():
+        a = torch.ones(2**18)  # 1 MiB
+        b = torch.ones(2**17)  # 0.5 MiB: 1.5 MiB at the peak
+        del a, b
+        return torch.ones(2**16)  # 0.25 MiB, after both were freed
+
+    assert Memory(torch.device("cpu")).rise(call) == 3 * 2**19
 
 
 def test_old_spellings_are_aliases_of_the_documented_ones(tiny):

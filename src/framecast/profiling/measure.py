@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from framecast.errors import InputError
-from framecast.profiling.flops import ConvPeak, conv_dtypes, count_flops, largest_conv, runs_per_gate
-from framecast.profiling.harness import Candidate, Memory, random_batch, run_rounds
+from framecast.profiling.flops import ConvPeak, conv_dtypes, count_flops, dominant_conv, runs_per_gate
+from framecast.profiling.harness import Candidate, Memory, random_batch, run_rounds, to_channels_last
 from framecast.profiling.report import finish_machine, machine, phase_result
 from framecast.profiling.training import (
     REFERENCE_NAME,
@@ -75,13 +75,14 @@ class Variant:
     """framecast at one precision: its training step, inference and convolution-peak candidates."""
 
     def __init__(self, s: Settings, base, dims: dict[str, int], precision: str, device: torch.device,
-                 conv_name: str, conv: nn.Conv2d, conv_shape: tuple[int, ...]):
+                 dominant: tuple[str, nn.Module, tuple[int, ...], float]):
         from framecast.module import compile_predictor
 
         self.precision = precision
-        fmt = torch.channels_last if s.channels_last else torch.contiguous_format
         b, bi, horizon = s.batch_size, s.inference_batch_size, dims["horizon"]
-        module = copy.deepcopy(base).to(device).to(memory_format=fmt)
+        module = copy.deepcopy(base).to(device)
+        if s.channels_last:
+            to_channels_last(module)
         module.train()
         trainer = lightning_trainer(precision, device, s.gradient_clip_val, s.gradient_clip_algorithm)
         plugin = trainer.precision_plugin
@@ -106,7 +107,8 @@ class Variant:
         self.train = Candidate(f"framecast {precision}", train_step_fn(module, trainer, batch, opt, sched, cudagraphs),
                                state=(module, opt, batch))
         self.infer = Candidate(f"framecast {precision}", infer, state=(module, ctx))
-        self.peak = ConvPeak(conv_name, conv, conv_shape, per_gate, precision, plugin, device, fmt, b, bi,
+        name, conv, shape, share = dominant
+        self.peak = ConvPeak(name, conv, shape, share, per_gate, precision, plugin, device, s.channels_last, b, bi,
                              s.conv_reps)
 
 
@@ -136,10 +138,10 @@ def measure(s: Settings, model_hp: dict[str, Any], dims: dict[str, int], command
         with torch.no_grad():
             fwd_flops = count_flops(lambda: probe.model.rollout(one["context"], dims["horizon"]))
         train_flops = count_flops(lambda: probe.training_step(one, 0).backward())
-    conv_name, conv, conv_shape = largest_conv(probe.model, lambda: probe.model.rollout(one["context"], 1))
+    dominant = dominant_conv(probe.model, lambda: probe.model.rollout(one["context"], dims["horizon"]))
 
     precisions = list(dict.fromkeys([s.precision, *s.extra_precision]))
-    variants = [Variant(s, base, dims, p, device, conv_name, conv, conv_shape) for p in precisions]
+    variants = [Variant(s, base, dims, p, device, dominant) for p in precisions]
     probe = None  # free it
 
     why_not = "--no-reference" if s.no_reference else reference_available(model_hp)

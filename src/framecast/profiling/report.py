@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from framecast.precision import cpu_bf16_features
 from framecast.profiling.harness import Candidate, stats
 
 
@@ -29,22 +30,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_bf16_features() -> list[str]:
-    """The CPU's native bfloat16 features (``avx512_bf16``: Zen 4 and later Xeons; ``amx_bf16``: Xeons with AMX),
-    from ``/proc/cpuinfo``; empty where there are none or the file is not there."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in BF16_FLAGS if f in flags]
-    except OSError:
-        pass
-    return []
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -136,7 +121,8 @@ def table(result: dict[str, Any]) -> str:
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     for p, r in [(st["precision"], result), *result.get("extra", {}).items()]:
         cp = r["conv_peak"]
-        lines.append(f"conv peak {p} ({cp['layer']} alone): forward+backward {cp['train']['flops_per_s'] / 1e9:,.1f} "
+        lines.append(f"conv peak {p} ({cp['layer']} alone, a {cp['kind']}, {100 * cp['share_of_conv_flops']:.0f} % of the "
+                     f"model's convolution FLOPs): forward+backward {cp['train']['flops_per_s'] / 1e9:,.1f} "
                      "GFLOP/s" + (f", forward {cp['forward']['flops_per_s'] / 1e9:,.1f} GFLOP/s" if "forward" in cp else ""))
     if not result.get("reference"):
         lines.append(f"reference not timed: {result.get('reference_skipped')}")
