@@ -83,7 +83,7 @@ def decode_all(cache: VideoCache, paths: list[Path], settings: DecodeSettings, w
 def _bar(total: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="prepare", unit="video", file=sys.stderr, disable=None)
+    return tqdm(total=total, desc="prepare", unit="video", file=sys.stderr)
 
 
 def _reported(results: Iterator[Result], bar, progress) -> Iterator[Result]:
