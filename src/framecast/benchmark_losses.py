@@ -1,7 +1,7 @@
 """``framecast benchmark-losses``: train the same model on the same data once per loss, then benchmark them.
 
     framecast benchmark-losses --config FILE --losses mse,l1,gdl,ssim,bits --trainer.max_steps N --out DIR
-                               [--seed_everything S] [--baselines copy_last,linear] [--clips N]
+                               [--seed_everything S | --seeds 0,1,2] [--baselines copy_last,linear] [--clips N]
                                [--data.init_args.KEY VALUE] [--model.KEY VALUE] [--trainer.KEY VALUE] ...
 
 Each loss (a name or an equally weighted mix such as ``mse+gdl``) gets one ``framecast fit`` of the config
@@ -12,6 +12,18 @@ checkpoint of every run and the baselines are benchmarked side by side on the sa
 ``framecast benchmark --ckpt_path LOSS=CKPT ... --config FILE --out DIR --seed_everything S`` with the
 ``--data.*`` options and the benchmark options given here (``--baselines``, ``--clips``, ...):
 ``DIR/results.md``, ``results.csv``, ``results.json`` and ``curves.png``.
+
+Several seeds: ``--seeds 0,1,2`` trains every loss once per seed, in ``DIR/seed<S>/<loss>/``: the seed is the
+run's ``--seed_everything`` (the model's initialisation, the teacher-forcing draws) and its
+``--data.init_args.seed`` (the order and draws of the training stream), the latter only where that leaves the
+validation and test clips unchanged (checked before training: moving digits draw them from ``eval_seed``; a video
+folder shuffled into splits by ``seed`` would change them, and then only ``--seed_everything`` varies). Every
+seed is benchmarked on the same clips, and the seeds of a loss are one candidate (``--ckpt_path LOSS=CKPT``
+repeated): the report gives the mean and the standard deviation over the seeds and marks ties
+(:mod:`framecast.evaluation.seeds`).
+
+A rerun with the same ``--out`` resumes: a run whose ``last.ckpt`` reached ``--trainer.max_steps`` (with the
+same loss and seed) is not trained again, a shorter one continues from it; the benchmark always runs.
 
 Older spellings, still accepted: ``--max-steps N`` (``--trainer.max_steps``), ``--seed S``
 (``--seed_everything``), ``--batch-size B`` (``--data.init_args.batch_size``).
@@ -31,7 +43,7 @@ DEFAULT_LOSSES = "mse,l1,gdl,ssim,bits"
 ALIASES = {"--max-steps": "--trainer.max_steps", "--seed": "--seed_everything",
            "--batch-size": "--data.init_args.batch_size"}
 # options of this command itself; those after --out go to the benchmark as they were given
-OWN = ("--losses", "--out")
+OWN = ("--losses", "--out", "--seeds")
 BENCHMARK_OPTIONS = ("--baselines", "--clips", "--fit-clips", "--split", "--metrics", "--device", "--lpips",
                      "--no-progress")
 NO_VALUE = ("-h", "--help", "--no-progress")
@@ -48,6 +60,9 @@ def build_parser():
     p.add_argument("--losses", type=str, default=DEFAULT_LOSSES,
                    help=f"comma-separated losses, each a name or a mix like mse+gdl (default {DEFAULT_LOSSES})")
     p.add_argument("--out", type=str | None, default=None, help="folder for the runs and the benchmark tables")
+    p.add_argument("--seeds", type=str | None, default=None,
+                   help="comma-separated seeds, e.g. 0,1,2: every loss trained once per seed, reported as the mean "
+                        "and standard deviation over the seeds (instead of --seed_everything)")
     p.add_argument("--baselines", type=str | None, default=None,
                    help="baselines benchmarked beside the runs (default: the benchmark's, copy_last,linear)")
     p.add_argument("--clips", type=int | None, default=None, help="benchmark at most this many clips (default all)")
@@ -93,32 +108,108 @@ def run_dir_name(loss: str) -> str:
     return loss.replace("/", "_").replace(" ", "")
 
 
-def fit_argv(loss: str, run_dir: Path, options: Sequence[str]) -> list[str]:
-    """The ``framecast fit`` arguments of one loss's run: the options given, then what makes it this run."""
+def fit_argv(loss: str, run_dir: Path, options: Sequence[str], seed: int | None = None,
+             data_seed: bool = False, resume: Path | None = None) -> list[str]:
+    """The ``framecast fit`` arguments of one loss's run: the options given, then what makes it this run
+    (``seed``: its ``--seed_everything``, and its ``--data.init_args.seed`` where ``data_seed``)."""
     from framecast.losses import parse_loss
 
     argv = ["fit", *options, "--model.loss", loss, "--trainer.max_epochs", "-1",
             "--trainer.default_root_dir", str(run_dir), "--checkpoint.dirpath", str(run_dir / "checkpoints")]
     if "bits" in parse_loss(loss):
         argv += ["--model.head", "logistic_mixture"]
+    if seed is not None:
+        argv += ["--seed_everything", str(seed)] + (["--data.init_args.seed", str(seed)] if data_seed else [])
+    if resume is not None:
+        argv += ["--ckpt_path", str(resume)]
     return argv
 
 
-def train(losses: list[str], max_steps: int, out: Path, options: Sequence[str]) -> dict[str, Path]:
-    """One fit per loss; ``{loss: last checkpoint}``."""
+def finished_steps(ckpt: Path, loss: str, data_seed: int | None) -> int | None:
+    """The training steps of an earlier run's ``last.ckpt`` (None: there is none). Raises where it was trained
+    with another loss or data seed (another run in the same folder)."""
+    import torch
+
+    if not ckpt.is_file():
+        return None
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    theirs = (saved.get("hyper_parameters") or {}).get("loss")
+    seed = (saved.get("datamodule_hyper_parameters") or {}).get("seed")
+    if theirs != loss or (data_seed is not None and seed != data_seed):
+        raise InputError(f"{ckpt} was trained with loss {theirs!r} and data seed {seed}, not loss {loss!r}"
+                         f"{'' if data_seed is None else f' and data seed {data_seed}'}: give another --out or "
+                         f"remove that folder")
+    return int(saved.get("global_step", 0))
+
+
+def train(losses: list[str], max_steps: int, out: Path, options: Sequence[str], seed: int | None = None,
+          data_seed: bool = False) -> dict[str, Path]:
+    """One fit per loss in ``out/<loss>/`` (resumed or kept where an earlier one is there); ``{loss: last
+    checkpoint}``."""
     from framecast.cli import run_lightning
 
     checkpoints = {}
+    what = "" if seed is None else f", seed {seed}"
     for i, loss in enumerate(losses):
         run_dir = out / run_dir_name(loss)
-        print(f"\n=== [{i + 1}/{len(losses)}] training with loss {loss} for {max_steps} steps -> {run_dir}", flush=True)
-        run_lightning(fit_argv(loss, run_dir, options))
         ckpt = run_dir / "checkpoints" / "last.ckpt"
+        done = finished_steps(ckpt, loss, seed if data_seed else None)
+        if done is not None and done > max_steps:
+            raise InputError(f"{ckpt} was trained for {done} steps, more than --trainer.max_steps {max_steps}: give "
+                             f"another --out or remove {run_dir}")
+        if done == max_steps:
+            print(f"\n=== [{i + 1}/{len(losses)}] loss {loss}{what}: {ckpt} already has {done} steps, kept", flush=True)
+        else:
+            how = f"continuing from step {done} of {ckpt}" if done is not None else f"training for {max_steps} steps"
+            print(f"\n=== [{i + 1}/{len(losses)}] loss {loss}{what}: {how} -> {run_dir}", flush=True)
+            run_lightning(fit_argv(loss, run_dir, options, seed, data_seed, ckpt if done is not None else None))
         if not ckpt.is_file():
             raise InputError(f"the run with loss {loss} wrote no checkpoint {ckpt}")
-        print(f"checkpoint for loss {loss}: {ckpt}", flush=True)
+        print(f"checkpoint for loss {loss}{what}: {ckpt}", flush=True)
         checkpoints[loss] = ckpt
     return checkpoints
+
+
+def check_seeds(text: str) -> list[int]:
+    """``--seeds``: comma-separated distinct non-negative integers."""
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ConfigError(f"--seeds: {part!r} is not a non-negative integer; give comma-separated seeds, e.g. "
+                              f"--seeds 0,1,2")
+        seeds.append(int(part))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: a seed is listed twice in {text!r}")
+    return seeds
+
+
+def evaluation_clips(grammar: Sequence[str], seed: int) -> str | None:
+    """A digest of every validation and test clip of the data with ``--data.init_args.seed seed`` (None where
+    the data module has no ``seed`` option)."""
+    import hashlib
+    import inspect
+
+    from framecast.cli.grammar import instantiate_data, parse, tool_parser
+
+    options = benchmark_grammar(grammar)
+    dm = instantiate_data(parse(tool_parser(PROG, ""), options))
+    if dm is None or "seed" not in inspect.signature(type(dm).__init__).parameters:
+        return None
+    dm = instantiate_data(parse(tool_parser(PROG, ""), [*options, "--data.init_args.seed", str(seed)]))
+    digest = hashlib.sha256()
+    for stage, split in (("validate", "val"), ("test", "test")):
+        dm.setup(stage)
+        for batch in getattr(dm, f"{split}_dataloader")():
+            for key in ("context", "target"):
+                digest.update(batch[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_seed_keeps_clips(grammar: Sequence[str], seeds: Sequence[int]) -> bool:
+    """Whether every seed as ``--data.init_args.seed`` gives the same validation and test clips."""
+    first = evaluation_clips(grammar, seeds[0])
+    return first is not None and all(evaluation_clips(grammar, s) == first for s in seeds[1:])
 
 
 def check_losses(text: str) -> list[str]:
@@ -153,15 +244,32 @@ def benchmark_losses(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"trainer.max_steps must be >= 1 (--trainer.max_steps N: training steps per loss), "
                           f"got {max_steps}")
     out = Path(cfg.out)
-    checkpoints = train(losses, max_steps, out, grammar)
-    seed = cfg.seed_everything
-    seed = str(seed).lower() if isinstance(seed, bool) else str(seed)
-    bench_argv = ["--ckpt_path", *(f"{loss}={p}" for loss, p in checkpoints.items()), *benchmark_grammar(grammar),
-                  "--out", str(out), "--seed_everything", seed, *bench]
-    print(f"\n=== benchmarking {len(checkpoints)} runs -> {out}", flush=True)
+    if cfg.seeds is None:
+        checkpoints = {loss: [ckpt] for loss, ckpt in train(losses, max_steps, out, grammar).items()}
+        seed = cfg.seed_everything
+        seed = str(seed).lower() if isinstance(seed, bool) else str(seed)
+    else:
+        if any(a.partition("=")[0] == "--seed_everything" for a in grammar):
+            raise ConfigError("give --seeds or --seed_everything (--seed), not both")
+        seeds = check_seeds(cfg.seeds)
+        data_seed = data_seed_keeps_clips(grammar, seeds)
+        print(f"seeds {', '.join(map(str, seeds))}: each sets --seed_everything"
+              + (" and --data.init_args.seed (the validation and test clips are the same for every seed)"
+                 if data_seed else " only (--data.init_args.seed would change this data's validation or test "
+                                   "clips, or the data has no seed option)"), flush=True)
+        checkpoints = {loss: [] for loss in losses}
+        for s in seeds:
+            for loss, ckpt in train(losses, max_steps, out / f"seed{s}", grammar, s, data_seed).items():
+                checkpoints[loss].append(ckpt)
+        seed = str(seeds[0])
+    bench_argv = ["--ckpt_path", *(f"{loss}={p}" for loss, ps in checkpoints.items() for p in ps),
+                  *benchmark_grammar(grammar), "--out", str(out), "--seed_everything", seed, *bench]
+    n = sum(map(len, checkpoints.values()))
+    print(f"\n=== benchmarking {n} runs -> {out}", flush=True)
     code = benchmark_command().main(bench_argv)
-    for loss, ckpt in checkpoints.items():
-        print(f"wrote {ckpt} (loss {loss})")
+    for loss, ckpts in checkpoints.items():
+        for ckpt in ckpts:
+            print(f"wrote {ckpt} (loss {loss})")
     return code
 
 

@@ -7,7 +7,9 @@
                         [--trainer.strategy ddp --trainer.devices N --trainer.accelerator A --trainer.num_nodes M]
 
 The options every framecast command understands (:mod:`framecast.cli.grammar`) plus this command's own;
-``--ckpt_path`` takes several checkpoints, each ``PATH`` or ``NAME=PATH``. Old spellings: ``--ckpt``
+``--ckpt_path`` takes several checkpoints, each ``PATH`` or ``NAME=PATH``; one ``NAME`` on several checkpoints makes
+them seeds of one candidate, reported as the mean and standard deviation over them with ties marked
+(:mod:`framecast.evaluation.seeds`). Old spellings: ``--ckpt``
 (``--ckpt_path``), ``--seed`` (``--seed_everything``), ``--batch-size`` (``--data.init_args.batch_size``),
 ``--data.KEY`` (``--data.init_args.KEY``).
 
@@ -57,13 +59,15 @@ from framecast.evaluation.inputs import (
     with_data_section,
 )
 from framecast.evaluation.run import Candidate, evaluate, limit
+from framecast.evaluation.seeds import seed_groups
 
 PROG = "framecast benchmark"
 ALIASES = {"--ckpt": "--ckpt_path", "--seed": "--seed_everything", "--batch-size": "--data.init_args.batch_size"}
 TRAINER_KEYS = {"strategy": "auto", "devices": "auto", "accelerator": "auto", "num_nodes": 1}  # Fabric's defaults
 DEFAULT_BASELINES = "copy_last,linear"
 DESCRIPTION = """Every metric per horizon step (default: every registered metric; --metrics NAME,... chooses)
-for checkpoints (--ckpt_path PATH or NAME=PATH, several allowed) and baselines (--baselines) on the same clips of
+for checkpoints (--ckpt_path PATH or NAME=PATH, several allowed; one NAME on several checkpoints: seeds of one
+candidate, reported as mean and standard deviation with ties marked) and baselines (--baselines) on the same clips of
 the --split; writes results.md, results.csv, results.json and curves.png to --out. Data: --config (the data
 section of a fit config), --video (clips cut like the first checkpoint's), else the first checkpoint's own;
 --data.init_args.KEY VALUE overrides an option of it. Several processes: --trainer.strategy ddp
@@ -267,8 +271,9 @@ def split_batches(dm, split: str, clips: int | None, flag: str = "--clips"):
 def run(candidates: Sequence[Candidate], dm, out: str | Path, clips: int | None = None,
         fit_clips: int | None = None, split: str = "test", metrics: Sequence[str] | None = None, seed: int = 0,
         device: str | torch.device = "cpu", lpips: bool = True, command: str = "",
-        progress: bool = True) -> tuple[dict[str, Any], list[Path]]:
+        progress: bool = True, groups: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], list[Path]]:
     """Benchmark ``candidates`` on ``dm`` and write the tables and the plot to ``out``: ``(results, paths)``.
+    ``groups``: candidates that are seeds of one (:func:`framecast.evaluation.seeds.seed_groups`).
 
     On several processes (started by :func:`start_processes`) each scores its share of the clips, and only
     the first writes (the others return no paths)."""
@@ -319,7 +324,7 @@ def run(candidates: Sequence[Candidate], dm, out: str | Path, clips: int | None 
         raise InputError(f"the {split} split has no clips: give it some (data.init_args.{split}_size, a longer "
                          f"video) or use another --split")
     data = describe_data(dm, split, n, fsplit, n_fit)
-    results = results_dict(candidates, accs, data, metrics, seed, device, command, processes=world)
+    results = results_dict(candidates, accs, data, metrics, seed, device, command, processes=world, groups=groups)
     return results, write_results(results, out) if rank == 0 else []
 
 
@@ -334,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--out is required: the folder for results.md, results.csv, results.json and curves.png")
     metrics = metric_names(cfg.get("metrics"))
     baselines = baseline_names(cfg.baselines)
-    checkpoints = parse_checkpoints(cfg.get("ckpt_path") or [])
+    checkpoints, groups = seed_groups(parse_checkpoints(cfg.get("ckpt_path") or []))
     if not checkpoints and not baselines:
         raise ConfigError("nothing to benchmark: give --ckpt_path and/or --baselines")
     for flag, value in (("--clips", cfg.get("clips")), ("--fit-clips", cfg.get("fit_clips"))):
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     dm = build_datamodule(cfg, argv, candidates)
     results, paths = run(candidates, dm, cfg.out, clips=cfg.get("clips"), fit_clips=cfg.get("fit_clips"),
                          split=cfg.split, metrics=metrics, seed=seed, device=device, lpips=cfg.lpips == "auto",
-                         command=command, progress=not cfg.get("no_progress"))
+                         command=command, progress=not cfg.get("no_progress"), groups=groups)
     if world_and_rank()[1] == 0:
         print_written(results, paths)
     return 0

@@ -21,6 +21,12 @@ metrics}`` with, per metric, either ``{"available": true, "mean": x, "per_step":
 ``{"available": false, "reason": "..."}``; non-finite numbers are the strings ``"inf"`` / ``"nan"`` (strict
 JSON has none), which ``float()`` reads. ``results.md``: the averaged table, one per-step table per metric,
 and notes (unavailable metrics with their reasons, how each predictor's codelength was obtained).
+
+Seeds of one candidate (one ``NAME`` on several checkpoints, :mod:`framecast.evaluation.seeds`): ``results.json``
+also holds ``seeds`` (per candidate ``{name, kind, members, seeds, metrics}`` with per metric ``mean``, ``std``,
+``per_step``, ``per_step_std``), ``results.md`` starts with the table of mean ± standard deviation with ties
+in bold (and has one per step), ``seeds.csv`` holds those numbers, and ``curves.png`` draws each candidate's
+mean over its seeds.
 """
 
 from __future__ import annotations
@@ -103,8 +109,12 @@ def metric_results(acc: MetricAccumulator, metrics: Sequence[str]) -> dict[str, 
 
 
 def results_dict(candidates: Sequence, accs: Mapping[str, MetricAccumulator], data: dict[str, Any],
-                 metrics: Sequence[str], seed: int, device, command: str, processes: int = 1) -> dict[str, Any]:
-    """Everything a benchmark found, as plain data (what ``results.json`` holds, before encoding)."""
+                 metrics: Sequence[str], seed: int, device, command: str, processes: int = 1,
+                 groups: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Everything a benchmark found, as plain data (what ``results.json`` holds, before encoding); with
+    ``groups`` (seeds of one candidate, :mod:`framecast.evaluation.seeds`) also ``seeds``: the aggregate."""
+    from framecast.evaluation.seeds import aggregate
+
     horizon = data["horizon_frames"]
     fps = data.get("fps")
     results = {
@@ -124,6 +134,8 @@ def results_dict(candidates: Sequence, accs: Mapping[str, MetricAccumulator], da
     }
     if processes > 1:
         results["processes"] = processes
+    if groups:
+        results["seeds"] = aggregate(results, groups)
     return results
 
 
@@ -187,10 +199,12 @@ def _header(results: dict[str, Any]) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
+    from framecast.evaluation import seeds
+
     names = list(results["metrics"])
     arrow = {m: ("↓" if info["better"] == "lower" else "↑") for m, info in results["metrics"].items()}
     horizon = results["horizon"]
-    lines = _header(results) + [
+    lines = _header(results) + (seeds.markdown(results) if results.get("seeds") else []) + [
         f"## Averaged over the {horizon} predicted frames",
         "",
         "| predictor | " + " | ".join(f"{m} {arrow[m]}" for m in names) + " |",
@@ -210,7 +224,9 @@ def markdown(results: dict[str, Any]) -> str:
             cells = [_cell(r, k=k) for k in range(len(steps))] + [_cell(r)]
             lines.append(f"| {p['name']} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Notes", ""]
+    if results.get("seeds"):
+        lines += seeds.per_step_markdown(results)
+    lines += ["## Notes", ""] + (seeds.notes(results) if results.get("seeds") else [])
     reasons: dict[tuple[str, str], list[str]] = {}
     for p in results["predictors"]:
         for m, r in p["metrics"].items():
@@ -250,16 +266,20 @@ def csv_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """The averaged table of ``results.md`` (printed at the end of a run)."""
+    """The averaged tables of ``results.md`` (over seeds where there are several, then every predictor),
+    printed at the end of a run."""
     text = markdown(results)
-    return text[text.index("## Averaged"): text.index("## Per horizon step")].strip()
+    start = text.index("## Mean ± standard deviation" if results.get("seeds") else "## Averaged")
+    return text[start: text.index("## Per horizon step")].strip()
 
 
 # --- files ----------------------------------------------------------------------------------------------
 
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
-    """``results.md``, ``results.csv``, ``results.json`` and ``curves.png`` in ``out``; returns the paths."""
+    """``results.md``, ``results.csv``, ``results.json`` and ``curves.png`` in ``out`` (with seeds of one
+    candidate also ``seeds.csv``, and the curves are the means over the seeds); returns the paths."""
+    from framecast.evaluation import seeds
     from framecast.viz.figures import curves_figure, curves_from_results, save
 
     out = Path(out)
@@ -269,10 +289,16 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="") as f:
         csv.writer(f).writerows(csv_rows(results))
+    paths = [md, csv_path]
+    if results.get("seeds"):
+        paths.append(out / "seeds.csv")
+        with paths[-1].open("w", newline="") as f:
+            csv.writer(f).writerows(seeds.csv_rows(results))
     js = out / "results.json"
     js.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
-    png = save(curves_figure(**curves_from_results(results)), out / "curves.png")
-    return [md, csv_path, js, png]
+    curves = seeds.curves_results(results) if results.get("seeds") else results
+    png = save(curves_figure(**curves_from_results(curves)), out / "curves.png")
+    return [*paths, js, png]
 
 
 def print_written(results: dict[str, Any], paths: Sequence[Path]) -> None:
