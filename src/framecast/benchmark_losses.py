@@ -54,7 +54,9 @@ def build_parser():
 
     p = tool_parser(PROG, "Train the config's model once per loss (same data, same seed), then benchmark all of "
                           "them and the baselines on the same test clips. --model.* / --data.* / --trainer.* "
-                          "options go to every fit; --data.* ones also to the benchmark. Older spellings: "
+                          "options go to every fit; --data.* ones also to the benchmark. --seeds 0,1,2: every loss once per "
+                          "seed, reported as mean ± std over the seeds with ties marked. A rerun with the same --out "
+                          "keeps the finished runs. Older spellings: "
                           "--max-steps (--trainer.max_steps), --seed (--seed_everything), --batch-size "
                           "(--data.init_args.batch_size).")
     p.add_argument("--losses", type=str, default=DEFAULT_LOSSES,

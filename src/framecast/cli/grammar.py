@@ -50,7 +50,8 @@ def tool_parser(prog: str, description: str, data_required: bool = False, severa
     parser.add_argument("--seed_everything", type=bool | int, default=0, help="seed of every random draw")
     if several_checkpoints:
         parser.add_argument("--ckpt_path", type=str, nargs="+", action="extend", default=[], metavar="CKPT",
-                            help="checkpoints written by framecast fit (PATH or NAME=PATH); several allowed")
+                            help="checkpoints written by framecast fit (PATH or NAME=PATH); several allowed, and "
+                                 "one NAME on several: seeds of one candidate")
     else:
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="a checkpoint written by framecast fit")
     parser.add_lightning_class_args(FramePredictionModule, "model")

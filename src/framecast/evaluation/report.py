@@ -26,7 +26,7 @@ Seeds of one candidate (one ``NAME`` on several checkpoints, :mod:`framecast.eva
 also holds ``seeds`` (per candidate ``{name, kind, members, seeds, metrics}`` with per metric ``mean``, ``std``,
 ``per_step``, ``per_step_std``), ``results.md`` starts with the table of mean ± standard deviation with ties
 in bold (and has one per step), ``seeds.csv`` holds those numbers, and ``curves.png`` draws each candidate's
-mean over its seeds.
+mean over its seeds with a band of ± one standard deviation.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def summary_table(results: dict[str, Any]) -> str:
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     """``results.md``, ``results.csv``, ``results.json`` and ``curves.png`` in ``out`` (with seeds of one
-    candidate also ``seeds.csv``, and the curves are the means over the seeds); returns the paths."""
+    candidate also ``seeds.csv``, and the curves are the means over the seeds, ± one std); returns the paths."""
     from framecast.evaluation import seeds
     from framecast.viz.figures import curves_figure, curves_from_results, save
 
@@ -296,8 +296,8 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
             csv.writer(f).writerows(seeds.csv_rows(results))
     js = out / "results.json"
     js.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
-    curves = seeds.curves_results(results) if results.get("seeds") else results
-    png = save(curves_figure(**curves_from_results(curves)), out / "curves.png")
+    fig = seeds.curves_figure(results) if results.get("seeds") else curves_figure(**curves_from_results(results))
+    png = save(fig, out / "curves.png")
     return [*paths, js, png]
 
 

@@ -195,7 +195,24 @@ def csv_rows(results: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def curves_results(results: Mapping[str, Any]) -> dict[str, Any]:
-    """``results`` with one predictor per candidate (its mean over the seeds per step), for the curves."""
-    return {**results, "predictors": [{"name": c["name"], "kind": c["kind"], "metrics": c["metrics"]}
-                                      for c in results["seeds"]]}
+def curves_figure(results: Mapping[str, Any]):
+    """The curves of :func:`framecast.viz.figures.curves_figure`, one line per candidate (its mean over the seeds
+    per step) with a band of ± one standard deviation where it has several seeds."""
+    import numpy as np
+
+    from framecast.viz.figures import curves_figure as figure
+    from framecast.viz.figures import curves_from_results
+
+    means = {**results, "predictors": [{"name": c["name"], "kind": c["kind"], "metrics": c["metrics"]}
+                                       for c in results["seeds"]]}
+    kwargs = curves_from_results(means)
+    kwargs["title"] += " (band: ± 1 std over seeds)"
+    fig = figure(**kwargs)
+    spread = {c["name"]: c["metrics"] for c in results["seeds"]}
+    for ax, (metric, lines) in zip(fig.axes, kwargs["curves"].items()):
+        for line, (who, (x, y)) in zip(ax.get_lines(), lines.items()):
+            std = spread[who][metric]["per_step_std"]
+            if any(v is not None for v in std):
+                y, std = np.asarray(y, dtype=float), np.array([np.nan if v is None else v for v in std], dtype=float)
+                ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2, lw=0)
+    return fig
