@@ -71,9 +71,13 @@ def settings_of(dm) -> dict[str, Any]:
 
 
 def differences(saved: dict, now: dict) -> list[str]:
-    """``"fps 8 (OUT) vs 5 (data.init_args)"`` for every setting that differs."""
-    return [f"{k} {saved.get(k)!r} there, {now.get(k)!r} in data.init_args"
+    """``"fps 8 there, 5 in data.init_args"`` for every setting that differs."""
+    return [f"{k} {_show(saved.get(k))} there, {_show(now[k])} in data.init_args"
             for k in now if json.loads(json.dumps(saved.get(k))) != json.loads(json.dumps(now[k]))]
+
+
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else json.dumps(value)
 
 
 # -- the manifest ---------------------------------------------------------------------------------------------
