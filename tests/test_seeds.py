@@ -215,17 +215,18 @@ def test_seeds_and_seed_everything_together_is_an_error(tmp_path, capsys):
     assert "give --seeds or --seed_everything" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_a_data_seed_that_moves_the_evaluation_clips_is_not_varied(tmp_path):
     """Three videos are shuffled into splits by ``data.init_args.seed``: another seed would train on another
     split's clips, so only ``--seed_everything`` varies; one video is split by time, whatever the seed."""
     from conftest import write_video
     from framecast.benchmark_losses import data_seed_keeps_clips
 
+    (tmp_path / "three").mkdir()
     for i, n in enumerate((20, 21, 22)):
-        write_video(tmp_path / f"v{i}.mp4", n)
+        write_video(tmp_path / "three" / f"v{i}.mp4", n)
     data = ["--data.class_path", "framecast.data.VideoClipDataModule", "--data.init_args.context_frames", "2",
             "--data.init_args.horizon_frames", "2", "--data.init_args.size", "[16, 16]",
             "--data.init_args.cache_dir", str(tmp_path / "cache")]
-    assert not data_seed_keeps_clips([*data, "--data.init_args.videos", str(tmp_path)], [0, 1])
-    assert data_seed_keeps_clips([*data, "--data.init_args.videos", str(tmp_path / "v2.mp4")], [0, 1])
+    assert not data_seed_keeps_clips([*data, "--data.init_args.videos", str(tmp_path / "three")], [0, 1])
+    one = write_video(tmp_path / "one.mp4", 120)
+    assert data_seed_keeps_clips([*data, "--data.init_args.videos", str(one)], [0, 1])
