@@ -184,6 +184,54 @@ def test_cpu_working_memory_is_the_peak_of_the_allocations_of_one_call():
     assert Memory(torch.device("cpu")).rise(call) == 3 * 2**19
 
 
+def test_gpu_script_covers_every_predictor_and_summarizes(tmp_path):
+    """benchmarks/gpu_speed.sh: valid bash; --dry-run prints a framecast speed command line that parses for
+    every registered predictor with a literature config; the summary reads the JSON files of a run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "gpu_speed.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    # (the script lists the predictors itself where MODELS is not set; here the test's list, to save a start-up)
+    env = dict(os.environ, PYTHON=sys.executable, FRAMECAST="framecast",
+               MODELS=" ".join([*list_models("predictor"), "no_such_model"]))
+    out = subprocess.run(["bash", str(script), "--dry-run", str(tmp_path / "out"), "--steps", "3"], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "no_such_model: no configs/moving_mnist_no_such_model.yaml, skipped" in out.stderr
+    lines = [line.split() for line in out.stdout.splitlines()]
+    expected = {m for m in list_models("predictor") if (root / "configs" / f"moving_mnist_{m}.yaml").is_file()}
+    assert {Path(a[a.index("--config") + 1]).stem.removeprefix("moving_mnist_") for a in lines} == expected
+    for model in expected:
+        runs = {Path(a[-1]).stem for a in lines if f"configs/moving_mnist_{model}.yaml" in a}
+        assert runs >= {f"{model}__{r}" for r in ("eager_bf16_fp32", "compile_bf16", "cudagraphs_bf16")}
+    for args in [a for a in lines if "configs/moving_mnist_convlstm.yaml" in a]:  # (parsing all: seconds)
+        assert args[:2] == ["framecast", "speed"]
+        settings, _, _ = command.setup(command.parse_options([a.replace("configs/", f"{root}/configs/", 1)
+                                                              for a in args[2:]]))
+        assert settings.device == "cuda" and settings.steps == 3  # the extra option comes last and wins
+        assert (settings.batch_size, settings.inference_batch_size, settings.precision) == (16, 100, "bf16-mixed")
+    # the summary of a run's JSON files (one made here on the CPU)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    s = Settings(config=None, batch_size=1, inference_batch_size=2, steps=1, warmup=0, conv_reps=1, no_progress=True)
+    dims = {"context": 2, "horizon": 1, "channels": 1, "height": 16, "width": 16}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        result = measure(s, {"model": "convlstm", "hidden": [4], "kernel_size": 3, "patch_size": 4, "channels": 1},
+                         dims, command="test")
+    (run_dir / "convlstm__eager_bf16_fp32.json").write_text(json.dumps(result))
+    out = subprocess.run(["bash", str(script), str(run_dir)], cwd=root, env=dict(env, MODELS=" "),
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = (run_dir / "summary.md").read_text().splitlines()
+    assert [r.split("|")[1:4] for r in rows[2:]] == [[" convlstm ", " eager_bf16_fp32 ", " 32 "],
+                                                      [" convlstm ", " eager_bf16_fp32 ", " reference 32 "]]
+
+
 def test_old_spellings_are_aliases_of_the_documented_ones(tiny):
     old = command.setup(command.parse_options(
         ["--config", str(tiny), "--precision", "bf16-mixed", "--batch-size", "3", "--seed", "7",
