@@ -62,7 +62,13 @@ def written(videos_dir, tmp_path, capsys, monkeypatch):
         data_module(tmp_path, streaming=str(out)).setup("fit")
     assert type(info.value).__name__ == "InputError"
 
-    assert main(["prepare", "--config", str(config), "--workers", "2", "--to", "litdata", str(out)]) == 0
+    # two machines sharing the cache folder: node 1 caches, node 0 writes (and removes the interrupted write)
+    assert main(["prepare", "--config", str(config), "--nodes", "2", "--node-rank", "1", "--to", "litdata", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"node 1 of 2: every video is cached; node 0 writes the clips to {out}" in printed
+    assert not (out / streaming.MANIFEST).exists()
+    assert main(["prepare", "--config", str(config), "--nodes", "2", "--node-rank", "0", "--workers", "2",
+                 "--to", "litdata", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "(left by a write that did not finish)" in printed and len(list(out.glob("clips-*"))) == 1
     assert "litdata  train: 12 clips, 0.01 MB of frames, 1 chunk(s)" in printed
@@ -170,7 +176,7 @@ def test_two_processes_take_every_training_clip_once_and_validate_like_one(writt
         lines = Path(f"{record}.{rank}").read_text().split()
         for epoch, d in zip(lines[::2], lines[1::2]):
             taken[int(epoch)].append(d)
-        assert len(lines) == 2 * 6  # 3 steps of 2 clips per epoch on each process
+        assert len(lines) == 2 * 12  # (epoch, digest) of 2 clips x 3 steps x 2 epochs on each process
     for epoch in (0, 1):
         assert sorted(taken[epoch]) == clips, epoch  # every clip once per epoch, over both processes
     # the validations at the end of each epoch: one process's numbers, from a checkpoint

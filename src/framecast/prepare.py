@@ -107,6 +107,11 @@ def build_parser():
                              "trainer.default_root_dir, else the current folder)")
     parser.add_argument("--workers", type=int | None, default=None,
                         help="processes that decode videos (and write chunks) at the same time (default: the CPUs)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="machines preparing together, sharing data.init_args.cache_dir (a shared file system): "
+                             "each decodes the videos in its own order and skips those another one cached; node 0 "
+                             "writes --to once every video is cached")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's number, 0 .. nodes-1")
     parser.add_argument("--to", type=str, nargs=2, default=None, metavar=("FORMAT", "OUT"),
                         help="also write the clips of every split to OUT: 'litdata OUT', OUT a folder or an "
                              "object-store URL (s3://..., gs://...), for data.init_args.streaming: OUT")
@@ -165,6 +170,9 @@ def prepare(argv: Sequence[str] | None = None) -> int:
     workers = cfg.get("workers") or default_workers()
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    nodes, rank = cfg.get("nodes") or 1, cfg.get("node_rank") or 0
+    if not 0 <= rank < nodes:
+        raise ConfigError(f"--node-rank must be in 0 .. --nodes - 1 = {nodes - 1}, got {rank}")
     target = cfg.get("to")
     if target is not None and target[0] != "litdata":
         raise ConfigError(f"--to takes FORMAT OUT with FORMAT litdata (e.g. --to litdata clips/), got {target[0]!r}")
@@ -174,7 +182,7 @@ def prepare(argv: Sequence[str] | None = None) -> int:
     for item, reason in problems:
         tqdm.write(f"bad      {item}: {reason}")
     good = 0
-    for result in decode_all(cache, paths, settings, workers):
+    for result in decode_all(cache, paths, settings, workers, start=rank / nodes):
         if result.entry is None:
             problems.append((str(result.path), result.reason))
             tqdm.write(f"bad      {result.path}: {result.reason}")
@@ -189,8 +197,10 @@ def prepare(argv: Sequence[str] | None = None) -> int:
     if good == 0:
         raise InputError(f"no usable video in {args['videos']!r}")
     dm = write_splits(cfg, args)
-    if target is not None:
+    if target is not None and rank == 0:
         write_litdata(dm, target[1], workers)
+    elif target is not None:
+        print(f"node {rank} of {nodes}: every video is cached; node 0 writes the clips to {target[1]}")
     return 0
 
 

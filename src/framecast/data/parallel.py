@@ -62,22 +62,32 @@ def _size(path: Path) -> int:
 
 
 def decode_all(cache: VideoCache, paths: list[Path], settings: DecodeSettings, workers: int = 1,
-               progress: Callable[[Result], None] | None = None) -> Iterator[Result]:
+               progress: Callable[[Result], None] | None = None, start: float = 0.0) -> Iterator[Result]:
     """Every video of ``paths`` into ``cache`` with ``workers`` processes; yields each :class:`Result` as it
     comes (in completion order) after calling ``progress`` with it. The cache folder is checked first
-    (:class:`~framecast.data.cache.CacheDirError` naming it)."""
+    (:class:`~framecast.data.cache.CacheDirError` naming it).
+
+    ``start`` (in [0, 1)): begin that far into the order and wrap around. Machines that share the cache
+    folder and start at ``rank / machines`` decode different videos first and then find the others' videos
+    cached (each video is looked up just before it is decoded), so together they decode each about once."""
     cache.ensure_writable()
     workers = max(1, min(int(workers), len(paths) or 1))
     if workers == 1:
+        order = _rotated(list(paths), start)
         with _bar(len(paths)) as bar:
-            yield from _reported((_one(cache.root, p, settings) for p in paths), bar, progress)
+            yield from _reported((_one(cache.root, p, settings) for p in order), bar, progress)
         return
-    order = sorted(paths, key=_size, reverse=True)  # the longest first: the last one to finish is short
+    order = _rotated(sorted(paths, key=_size, reverse=True), start)  # the longest first: the last one is short
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_single_thread) as pool:
         futures = [pool.submit(_one, cache.root, p, settings) for p in order]  # (starts the processes)
         with _bar(len(paths)) as bar:
             yield from _reported((f.result() for f in as_completed(futures)), bar, progress)
+
+
+def _rotated(items: list, start: float) -> list:
+    k = int(start * len(items)) % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 def _bar(total: int):
