@@ -101,11 +101,12 @@ class FramePredictionModule(L.LightningModule):
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
         self.loss_fn = FrameLoss(loss)
-        if self.loss_fn.needs_distribution and head != "logistic_mixture":
-            raise ValueError("loss 'bits' needs a per-pixel distribution: set model.head: logistic_mixture")
         self.model = build_model(model, channels=channels, hidden=hidden, kernel_size=kernel_size,
                                  patch_size=patch_size, residual=residual, head=head,
                                  num_mixtures=num_mixtures, **(model_options or {}))
+        if self.loss_fn.needs_distribution and not hasattr(getattr(self.model, "head", None), "bits"):
+            raise ValueError("loss 'bits' needs a per-pixel distribution: set model.head: logistic_mixture "
+                             "(or warp_mixture)")
         self.teacher_forcing = build_schedule(teacher_forcing, **(teacher_forcing_options or {}))
         self._eval_accs: dict[str, dict[str, MetricAccumulator]] = {}  # split -> model/copy_last -> sums
         if compile:

@@ -2,7 +2,7 @@
 
     framecast benchmark --ckpt_path CKPT [CKPT ...] [--baselines copy_last,linear]
                         [--config FILE | --video PATH] [--data.init_args.KEY VALUE ...] --out DIR
-                        [--clips N] [--fit-clips N] [--split test|val] [--metrics NAME,...]
+                        [--clips N] [--fit-clips N] [--split test|val|all] [--metrics NAME,...]
                         [--seed_everything S] [--device D] [--lpips auto|off] [--no-progress]
                         [--trainer.strategy ddp --trainer.devices N --trainer.accelerator A --trainer.num_nodes M]
 
@@ -18,7 +18,9 @@ same clips of the data's ``--split`` (its own horizon) in the one evaluation loo
 (:func:`framecast.evaluation.evaluate`), and every metric of ``--metrics`` (default: every registered one,
 :data:`framecast.metrics.METRICS`) is averaged exactly over those clips, per horizon step and over the steps.
 The codelength (``bits_per_pixel``) of a deterministic candidate uses a discretized Laplace whose scales are
-fitted on the other split (:mod:`framecast.evaluation.laplace`); a checkpoint with a per-pixel distribution
+fitted on the other split (:mod:`framecast.evaluation.laplace`; ``--split all`` scores every clip of every video,
+cut by time, each half of a video with the scales fitted on its other half: :func:`framecast.evaluation.inputs.all_clips`);
+a checkpoint with a per-pixel distribution
 (``head: logistic_mixture``) uses its own. The files written to ``--out`` are described in
 :mod:`framecast.evaluation.report`.
 
@@ -90,7 +92,9 @@ def build_parser():
     parser.add_argument("--clips", type=int | None, default=None, help="score at most this many clips (default all)")
     parser.add_argument("--fit-clips", type=int | None, default=None,
                         help="fit the Laplace scales on at most this many clips of the other split (default all)")
-    parser.add_argument("--split", default="test", choices=("test", "val"), help="split to score (default test)")
+    parser.add_argument("--split", default="test", choices=("test", "val", "all"),
+                        help="split to score (default test); all: every clip of every video, cut by time (the "
+                             "Laplace scales of each half of a video fitted on its other half)")
     parser.add_argument("--metrics", type=str | None, default=None,
                         help="comma-separated registered metrics to report (default: every registered metric)")
     parser.add_argument("--device", type=str | None, default=None,
@@ -277,53 +281,72 @@ def run(candidates: Sequence[Candidate], dm, out: str | Path, clips: int | None 
 
     On several processes (started by :func:`start_processes`) each scores its share of the clips, and only
     the first writes (the others return no paths)."""
+    from framecast.evaluation.inputs import all_clips
     from framecast.evaluation.laplace import fit_scales, fit_split, needs_scales
     from framecast.evaluation.report import describe_data, results_dict, write_results
     from framecast.loading import shrink
     from framecast.metrics import LPIPS, METRICS
 
-    if split not in ("val", "test"):
-        raise ConfigError(f"--split must be val or test, got {split!r}")
+    if split not in ("val", "test", "all"):
+        raise ConfigError(f"--split must be val, test or all, got {split!r}")
     metrics = list(METRICS) if metrics is None else list(metrics)
     device = torch.device(device)
     world, rank = world_and_rank()
     fsplit = fit_split(split)
     need = needs_scales(candidates, metrics)
-    dm = shrink(dm, split, clips)
-    if need:
-        dm = shrink(dm, fsplit, fit_clips)
-    check_compatible(candidates, dm)  # before any decoding; again after setup, which may learn the frame size
-    try:
-        for s in [split] + ([fsplit] if need else []):
-            dm.setup({"val": "validate", "test": "test"}[s])
-    except (FileNotFoundError, ValueError) as e:
-        if bad_input_cause(e) is not None:
-            raise
-        raise InputError(f"cannot load the data: {e}") from e
-    check_compatible(candidates, dm)
-    for c in candidates:
-        c.model.to(device)
+    shown, fit_part, parts = split, None, [dm]
+    if split == "all":  # every clip, each half of a video scored with scales fitted on its other half
+        if clips is not None or fit_clips is not None:
+            raise ConfigError("--clips and --fit-clips do not apply to --split all, which scores every clip")
+        parts, split, fsplit = all_clips(dm), "test", "val"
+        fit_part = ("each half (by time) of a video with the scales fitted on its other half (two-fold cross-fit: "
+                    "no clip is scored with scales fitted on it)")
 
     def label(text: str) -> str | None:
         return text if progress and rank == 0 else None
 
-    n_fit = 0
-    if need:
+    def score(dm):
+        """``(accumulators summed over the processes, clips fitted on, the data as set up)`` of ``dm``'s ``split``."""
+        dm = shrink(dm, split, clips)
+        if need:
+            dm = shrink(dm, fsplit, fit_clips)
+        check_compatible(candidates, dm)  # before any decoding; again after setup, which may learn the frame size
+        try:
+            for s in [split] + ([fsplit] if need else []):
+                dm.setup({"val": "validate", "test": "test"}[s])
+        except (FileNotFoundError, ValueError) as e:
+            if bad_input_cause(e) is not None:
+                raise
+            raise InputError(f"cannot load the data: {e}") from e
+        check_compatible(candidates, dm)
+        for c in candidates:
+            c.model.to(device)
+        n_fit = 0
+        if need:
+            torch.manual_seed(seed)
+            batches, total = split_batches(dm, fsplit, fit_clips, "--fit-clips")
+            n_fit = fit_scales(need, batches, device, split=fsplit,
+                               progress=label(f"fitting Laplace scales ({fsplit})"), total=total, gather=gather_objects)
         torch.manual_seed(seed)
-        batches, total = split_batches(dm, fsplit, fit_clips, "--fit-clips")
-        n_fit = fit_scales(need, batches, device, split=fsplit, progress=label(f"fitting Laplace scales ({fsplit})"),
-                           total=total, gather=gather_objects)
-    torch.manual_seed(seed)
-    batches, total = split_batches(dm, split, clips)
-    net = LPIPS(device, enabled=lpips) if any(METRICS[m].needs == "lpips" for m in metrics) else None
-    accs = evaluate(candidates, batches, metrics, device=device, progress=label(f"benchmark ({split})"), total=total,
-                    lpips=net)
-    accs = sync_accumulators(accs, int(dm.horizon_frames), device)
+        batches, total = split_batches(dm, split, clips)
+        net = LPIPS(device, enabled=lpips) if any(METRICS[m].needs == "lpips" for m in metrics) else None
+        accs = evaluate(candidates, batches, metrics, device=device, progress=label(f"benchmark ({split})"),
+                        total=total, lpips=net)
+        return sync_accumulators(accs, int(dm.horizon_frames), device), n_fit, dm
+
+    accs, n_fit, dm = score(parts[0])
+    for part in parts[1:]:
+        more, more_fit, _ = score(part)
+        for name, acc in accs.items():
+            acc.merge(more[name])
+        n_fit += more_fit
     n = max((acc.clips for acc in accs.values()), default=0)
     if n == 0:
         raise InputError(f"the {split} split has no clips: give it some (data.init_args.{split}_size, a longer "
                          f"video) or use another --split")
-    data = describe_data(dm, split, n, fsplit, n_fit)
+    data = describe_data(dm, shown, n, fsplit, n_fit)
+    if fit_part:
+        data["fit_part"] = fit_part
     results = results_dict(candidates, accs, data, metrics, seed, device, command, processes=world, groups=groups)
     return results, write_results(results, out) if rank == 0 else []
 

@@ -6,7 +6,9 @@
 * :func:`load_candidates`: every checkpoint (loaded safely, :func:`framecast.loading.load_module`) and
   baseline as a :class:`framecast.evaluation.Candidate`;
 * :func:`build_datamodule`: the data (``--video``, ``--config``'s data section or the first checkpoint's), and
-  :func:`check_compatible`: every checkpoint's channels and frame size are the data's.
+  :func:`check_compatible`: every checkpoint's channels and frame size are the data's;
+* :func:`all_clips`: ``--split all``, every clip of every video cut by time, in two halves, each scored with the
+  Laplace scales fitted on the other.
 
 Every problem is an :class:`~framecast.errors.InputError` or :class:`~framecast.errors.ConfigError` naming the
 file or option.
@@ -24,8 +26,8 @@ from framecast.cli.data import flag_values, has_config
 from framecast.errors import ConfigError, InputError
 from framecast.evaluation.run import Candidate
 
-__all__ = ["build_datamodule", "check_compatible", "has_config", "load_candidates", "parse_checkpoints",
-           "with_data_section"]
+__all__ = ["all_clips", "build_datamodule", "check_compatible", "has_config", "load_candidates",
+           "parse_checkpoints", "with_data_section"]
 
 
 # --- the command line ----------------------------------------------------------------------------------
@@ -116,3 +118,42 @@ def build_datamodule(cfg, argv: Sequence[str], candidates: Sequence[Candidate]):
     if first is None and not cfg.get("video") and not (cfg.get("data") or {}).get("class_path"):
         raise ConfigError("no data: give --config FILE (a fit config) or --video PATH; baselines alone know no data")
     return data.build_datamodule(cfg, argv, like=first, checkpoint=first.checkpoint if first else None)
+
+
+def all_clips(dm) -> list:
+    """``--split all``: every clip of every video of ``dm`` (a :class:`~framecast.data.VideoClipDataModule`), cut
+    by time without overlap (clip ``k`` of a video is its frames ``k L .. k L + L - 1``, ``L`` = context + horizon),
+    as two copies of ``dm``: the first scores (``test``) the first half of each video's clips and fits the Laplace
+    scales on (``val``) the second half, the second the other way round. Every clip is scored once, never with
+    scales fitted on it (two-fold cross-fitting); a static stretch at a video's start does not decide the scales.
+    Each video needs at least two clips."""
+    import copy
+
+    if not all(hasattr(dm, a) for a in ("windows", "video_paths", "clip_frames", "prepare_data", "_entries")):
+        raise ConfigError(f"--split all cuts every video by time: it needs video data (--video PATH or a config "
+                          f"with framecast.data.VideoClipDataModule), not {type(dm).__name__}")
+    try:
+        dm.prepare_data()  # decode (or find in the cache) every video
+    except (FileNotFoundError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"cannot load the data: {e}") from e
+    length = int(dm.clip_frames)
+    halves: list[list[tuple[int, int]]] = [[], []]
+    for v, path in enumerate(dm.video_paths):
+        starts = list(range(0, dm._entries[v].num_frames - length + 1, length))
+        if len(starts) < 2:
+            raise InputError(f"{path}: {len(starts)} clip(s) of {length} frames, but --split all needs at least two "
+                             f"per video (each half is scored with the Laplace scales fitted on the other): use a "
+                             f"longer video or shorter clips (data.init_args.context_*/horizon_*)")
+        half = len(starts) // 2
+        halves[0] += [(v, s) for s in starts[:half]]
+        halves[1] += [(v, s) for s in starts[half:]]
+    parts = []
+    for scored, fitted in ((halves[0], halves[1]), (halves[1], halves[0])):
+        part = copy.copy(dm)  # shares the decoded videos; its own clips and datasets
+        part.windows = {"train": [], "val": list(fitted), "test": list(scored)}
+        part.videos_by_split = {s: sorted({dm.video_paths[v] for v, _ in part.windows[s]}) for s in part.windows}
+        part._datasets = {}
+        parts.append(part)
+    return parts

@@ -181,6 +181,7 @@ def _header(results: dict[str, Any]) -> list[str]:
     fit = ""
     if d.get("fit_clips"):
         fit = f"; Laplace scales fitted on {d['fit_clips']} clips of the {d.get('fit_split') or 'val'} split"
+        fit = f"; Laplace scales fitted on {d['fit_clips']} clips, {d['fit_part']}" if d.get("fit_part") else fit
     procs = f"; {results['processes']} processes" if results.get("processes") else ""
     return [
         "# framecast benchmark",

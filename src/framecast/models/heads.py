@@ -4,7 +4,8 @@ Both heads are a 1x1 convolution in patch space followed by depth-to-space (``pi
 PredRNN's ``conv_last``. A head is called as ``head(h, current)``: ``h (B, F, H/p, W/p)`` the top layer's
 features, ``current (B, C, H, W)`` the frame the step read (a head built with ``residual=True`` predicts the
 change from it; others may ignore it). Each returns ``(frame (B, C, H, W), params (B, P, H, W) or None)``;
-``frame`` is what pictures, pixel metrics and the next input use.
+``frame`` is what pictures, pixel metrics and the next input use. The warping heads ``warp`` and
+``warp_mixture`` (the current frame moved by a predicted motion field) are in :mod:`framecast.models.warp`.
 """
 
 from __future__ import annotations
@@ -143,13 +144,18 @@ class LogisticMixtureHead(nn.Module):
         return (x * (LEVELS - 1)).round().clamp_(0, LEVELS - 1).div_(LEVELS - 1).to(params.dtype)
 
 
-HEADS = {"deterministic": DeterministicHead, "logistic_mixture": LogisticMixtureHead}
+from framecast.models.warp import WarpHead, WarpMixtureHead  # (after the heads they build on)
+
+HEADS = {"deterministic": DeterministicHead, "logistic_mixture": LogisticMixtureHead, "warp": WarpHead,
+         "warp_mixture": WarpMixtureHead}
 
 
 def build_head(name: str, in_features: int, channels: int, patch_size: int, num_mixtures: int = 5,
                residual: bool = False) -> nn.Module:
     if name not in HEADS:
         raise ValueError(f"model head must be one of {sorted(HEADS)}, got {name!r}")
-    if name == "logistic_mixture":
-        return LogisticMixtureHead(in_features, channels, patch_size, num_mixtures, residual=residual)
+    if name in ("logistic_mixture", "warp_mixture"):
+        return HEADS[name](in_features, channels, patch_size, num_mixtures, residual=residual)
+    if name == "warp":
+        return WarpHead(in_features, channels, patch_size, residual=residual)
     return DeterministicHead(in_features, channels, patch_size, residual=residual)

@@ -18,6 +18,8 @@ The options every framecast command understands (:mod:`framecast.cli.grammar`) p
   components (fitted on that clip) as RGB;
 * ``dream_<i>.mp4``: a rollout ``K`` times the trained horizon beside the truth while the data has it (a
   purple border marks the frames beyond the trained horizon);
+* ``flow_<i>.png`` (a model whose head warps, ``head: warp`` or ``warp_mixture``): the motion field of every
+  step in the colour-wheel convention, with its legend (:mod:`framecast.viz.flow`);
 
 and ``curves.png`` with ``curves.json``: ``mse_frame`` and SSIM per frame ahead for the model and the
 copy-last baseline over the first ``M`` clips of the split, from :func:`framecast.evaluation.evaluate`.
@@ -151,7 +153,11 @@ def visualize(module, dm, out: str | Path, clips: int = 4, dream_factor: int = 4
     play = playback_fps or data_fps or DEFAULT_PLAYBACK_FPS
     name = analysis.model_name(module)
     written: list[Path] = []
-    bar = tqdm(total=2 + 6 * clips, desc="visualize", unit="file", disable=progress is False)
+    from framecast.models.warp import is_warp_head
+
+    head = getattr(analysis.predictor_of(module), "head", None)
+    warps = head is not None and is_warp_head(head)
+    bar = tqdm(total=2 + (7 if warps else 6) * clips, desc="visualize", unit="file", disable=progress is False)
 
     def done(path: Path) -> None:
         written.append(path)
@@ -206,6 +212,12 @@ def visualize(module, dm, out: str | Path, clips: int = 4, dream_factor: int = 4
             done(figures.save(fig, out / f"hidden_{i}.png"))
         else:
             bar.update(1)
+        if warps and roll.hidden is not None:
+            from framecast.viz import flow
+
+            fig = flow.flow_figure(inputs[i], flow.motion_field(module, roll.hidden[i]), roll.frames[i], t_ctx,
+                                   title=title, fps=data_fps)
+            done(figures.save(fig, out / f"flow_{i}.png"))
 
         video = clip_video(long[0][i], long[1][i], dream.frames[i], trained_horizon=horizon, scale=scale,
                            fps=data_fps, labels=("1-step prediction", "dream"))
