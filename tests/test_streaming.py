@@ -124,7 +124,9 @@ def test_other_settings_are_refused_naming_the_difference(written, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "holds clips written with other settings: fps 8 there, 5 in data.init_args; context_frames 2 there" in err
-    code = main(["prepare", "--config", str(config), "--data.init_args.size", "[8, 8]", "--to", "litdata", str(out)])
+    # (prepare reads the videos also where the config streams from OUT)
+    code = main(["prepare", "--config", str(config), "--data.init_args.size", "[8, 8]", "--data.init_args.streaming",
+                 str(out), "--to", "litdata", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "already holds clips written with other settings: size [16, 16] there, [8, 8]" in err
 

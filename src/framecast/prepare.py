@@ -211,8 +211,6 @@ def write_litdata(dm, out: str, workers: int) -> None:
     if dm is None:
         raise ConfigError("--to litdata needs the clip lengths: give --config FILE (or --data.init_args."
                           "context_frames/horizon_frames, or *_seconds)")
-    if dm.streaming is not None:
-        raise ConfigError("--to litdata writes the clips of videos: leave data.init_args.streaming unset here")
     print(streaming.describe(streaming.write_clips(dm, out, workers), out))
 
 
@@ -223,7 +221,9 @@ def write_splits(cfg, args: dict):
     from framecast.cli.grammar import section_dict
     from framecast.data.video import VideoClipDataModule
 
-    options = {k: v for k, v in args.items() if k in VideoClipDataModule.__init__.__code__.co_varnames}
+    # (the videos, also where the config streams its clips from data.init_args.streaming: OUT)
+    options = {k: v for k, v in args.items() if k in VideoClipDataModule.__init__.__code__.co_varnames
+               and k != "streaming"}
     if not all(options.get(f"{n}_seconds") is not None or options.get(f"{n}_frames") is not None
                for n in ("context", "horizon")):
         print("no clip lengths given (context/horizon): splits are not computed; give --config to see them")
