@@ -23,7 +23,8 @@ repeated): the report gives the mean and the standard deviation over the seeds a
 (:mod:`framecast.evaluation.seeds`).
 
 A rerun with the same ``--out`` resumes: a run whose ``last.ckpt`` reached ``--trainer.max_steps`` (with the
-same loss and seed) is not trained again, a shorter one continues from it; the benchmark always runs.
+same loss and data seed) is not trained again, a shorter one continues from it; the benchmark always runs. Only
+the loss, the data seed and the steps are compared: after changing any other option, give another ``--out``.
 
 Older spellings, still accepted: ``--max-steps N`` (``--trainer.max_steps``), ``--seed S``
 (``--seed_everything``), ``--batch-size B`` (``--data.init_args.batch_size``).
