@@ -14,6 +14,7 @@ from framecast.models.convlstm import ConvLSTM
 from framecast.models.e3d_lstm import E3DLSTM
 from framecast.models.mau import MAU
 from framecast.models.mim import MIM
+from framecast.models.phydnet import PhyDNet
 from framecast.models.predrnn import PredRNN, PredRNNv2
 from framecast.models.predrnn_pp import PredRNNpp
 from framecast.models.registry import (
@@ -37,6 +38,7 @@ __all__ = [
     "ConvLSTM",
     "CopyLast",
     "Linear",
+    "PhyDNet",
     "PredRNN",
     "PredRNNpp",
     "PredRNNv2",
