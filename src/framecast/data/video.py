@@ -170,7 +170,8 @@ class VideoClipDataModule(L.LightningDataModule):
             self._load()
 
     def setup(self, stage: str | None = None) -> None:
-        """Load all videos (from the cache; decoding what is missing), check them, cut the splits."""
+        """Load all videos (from the cache; decoding what is missing), check them, cut the splits; with
+        ``streaming``, read the splits from its manifest instead (checked against these settings)."""
         if self.streaming is not None and self._manifest is None:
             from framecast.data import streaming
 
@@ -303,20 +304,15 @@ class VideoClipDataModule(L.LightningDataModule):
             if not self.windows:
                 raise RuntimeError("call setup() before asking for datasets or dataloaders")
             train = split == "train"
-            augment = {"transform": augment_transform(self.augment, self.size) if train else None,
+            options = {"transform": augment_transform(self.augment, self.size) if train else None,
                        "time_reverse": train and bool(self.augment.get("time_reverse")), "seed": self.seed}
             if self.streaming is not None:
                 from framecast.data import streaming
 
-                self._datasets[split] = streaming.dataset(self, self._manifest, split, **augment)
-                return self._datasets[split]
-            self._datasets[split] = VideoClipDataset(
-                [e.frames_path for e in self._entries],
-                self.windows[split],
-                self.context_frames,
-                self.horizon_frames,
-                **augment,
-            )
+                self._datasets[split] = streaming.dataset(self, self._manifest, split, **options)
+            else:
+                self._datasets[split] = VideoClipDataset([e.frames_path for e in self._entries], self.windows[split],
+                                                         self.context_frames, self.horizon_frames, **options)
         return self._datasets[split]
 
     def _loader(self, split: str) -> DataLoader | list:
