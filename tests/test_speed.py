@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from framecast.cli import main as cli_main
 from framecast.errors import ConfigError
-from framecast.models import build_model, list_models
+from framecast.models import build_model, list_models, model_options
 from framecast.models.convlstm import ConvLSTMCell
 from framecast.module import FramePredictionModule, compile_predictor
 from framecast.profiling import command
@@ -124,6 +124,8 @@ def test_speed_measures_every_registered_predictor(name):
     result is valid JSON with every field, its convolution peak on the model's own dominant convolution."""
     dims = {"context": 2, "horizon": 1, "channels": 1, "height": 32, "width": 32}
     hp = {"model": name, "hidden": [4, 4], "kernel_size": 3, "patch_size": 4, "channels": 1}
+    if "context" in model_options(name):  # a window predictor is built for its input window
+        hp["model_options"] = {"context": dims["context"]}
     s = Settings(config=None, batch_size=1, inference_batch_size=1, precision="bf16-mixed", steps=1, warmup=0,
                  conv_reps=1, threads=1, no_progress=True)
     threads = torch.get_num_threads()

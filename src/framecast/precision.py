@@ -27,6 +27,19 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
     return set()
 
 
+def cpu_name(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what ``platform`` says)."""
+    import platform
+
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_bf16_features(flags: set[str] | None = None) -> list[str]:
     """The native bfloat16 features among ``flags`` (default: this CPU's), in the order of :data:`CPU_BF16_FLAGS`."""
     flags = cpu_flags() if flags is None else flags

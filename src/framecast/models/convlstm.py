@@ -6,12 +6,17 @@ Precipitation Nowcasting", NeurIPS 2015. https://arxiv.org/abs/1506.04214
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framecast.models.base import Predictor
+from framecast.models.probe import choose
 from framecast.models.registry import register_model
+
+LAYOUTS = ("fused", "per_gate")
 
 
 class ConvLSTMCell(nn.Module):
@@ -75,6 +80,48 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
+PROBE_MIN_FLOPS = 5e7
+"""Cells whose one-step forward computes fewer FLOPs than this run fused without a measurement: there the
+time is the per-call overhead (eight calls against one), and the layouts' difference is below the noise."""
+
+
+def time_layouts(in_channels: int, hidden: int, kernel_size: int, batch: int, height: int, width: int,
+                 rounds: int = 5) -> dict[str, float]:
+    """Seconds of one float32 forward+backward of a :class:`ConvLSTMCell` step of this shape on the CPU in each
+    layout (:data:`LAYOUTS`), the fastest of ``rounds`` interleaved rounds after one warm-up: a fresh cell on
+    random input (the caller's random stream is left as it was), with gradients on and the caller's other
+    modes (``inference_mode``, autocast, a FLOP counter) off."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with (torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad(),
+          torch.autocast("cpu", enabled=False), _disable_current_modes()):
+        cell = ConvLSTMCell(in_channels, hidden, kernel_size)
+        x = torch.randn(batch, in_channels, height, width)
+        h = torch.randn(batch, hidden, height, width, requires_grad=True)
+        c = torch.randn(batch, hidden, height, width)
+        times: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
+        for r in range(rounds + 1):
+            for layout in LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]:
+                gates = cell.gate_weights(in_channels)  # (made once per rollout: not timed)
+                t0 = time.perf_counter()
+                h2, c2 = cell(x, (h, c), gates if layout == "per_gate" else None)
+                (h2.sum() + c2.sum()).backward()
+                if r:
+                    times[layout].append(time.perf_counter() - t0)
+    return {layout: min(t) for layout, t in times.items()}
+
+
+def choose_layout(in_channels: int, hidden: int, kernel_size: int, batch: int, height: int, width: int) -> str:
+    """The faster layout of a float32 cell of this shape on this CPU: measured once (:func:`time_layouts`) and
+    cached per machine and shape (:func:`framecast.models.probe.choose`); ``fused`` for a cell too small to
+    matter (:data:`PROBE_MIN_FLOPS`)."""
+    flops = 2 * (in_channels + hidden) * 4 * hidden * kernel_size**2 * height * width * batch
+    if flops < PROBE_MIN_FLOPS:
+        return "fused"
+    key = f"convlstm cell {in_channels}->{hidden} kernel {kernel_size} batch {batch} {height}x{width} float32"
+    return choose(key, lambda: time_layouts(in_channels, hidden, kernel_size, batch, height, width))
+
+
 @register_model("convlstm")
 class ConvLSTM(Predictor):
     """Stacked ConvLSTM predictor: layer ``l`` reads layer ``l-1``'s hidden state, layer 0 the (patched)
@@ -101,10 +148,12 @@ class ConvLSTM(Predictor):
 
     Options: only the shared ones of :class:`framecast.models.base.Predictor` (``**kwargs``).
 
-    ``layout`` (an attribute, not saved): how the cells run their eight gate convolutions. ``"auto"``:
-    eight per-gate convolutions where they run in float32 on the CPU (oneDNN runs eight 128 -> 128
-    convolutions 3-5 % faster per FLOP than one 256 -> 512 there), one fused convolution everywhere else
-    (bfloat16 on the CPU, where the fused one is faster, and GPUs). ``"fused"`` / ``"per_gate"`` force one.
+    ``layout`` (an attribute, not saved): how the cells run their eight gate convolutions. ``"auto"``: in
+    float32 on the CPU, whichever of one fused convolution and eight per-gate ones is faster for each cell's
+    shape on this machine, measured once (:func:`choose_layout`: seconds at the literature's 128 channels)
+    and cached per machine, shape and thread count (:mod:`framecast.models.probe`); one fused convolution
+    everywhere else (bfloat16
+    on the CPU, where oneDNN's fused one was faster, and GPUs). ``"fused"`` / ``"per_gate"`` force one.
     The weights, the function and the FLOPs are the same in both.
     """
 
@@ -115,23 +164,27 @@ class ConvLSTM(Predictor):
         ins = [self.in_channels] + self.hidden[:-1]
         self.cells = nn.ModuleList(ConvLSTMCell(i, h, self.kernel_size) for i, h in zip(ins, self.hidden))
 
-    def runs_per_gate(self, like: Tensor) -> bool:
-        """Whether a rollout on tensors like ``like`` runs the gates as eight convolutions (``layout``)."""
-        if self.layout not in ("auto", "fused", "per_gate"):
+    def cell_layouts(self, batch: int, height: int, width: int, like: Tensor) -> list[str]:
+        """The layout of each cell for a rollout at ``batch`` x ``height`` x ``width`` on tensors like ``like``."""
+        if self.layout not in ("auto", *LAYOUTS):
             raise ValueError(f"ConvLSTM.layout must be auto, fused or per_gate, got {self.layout!r}")
         if self.layout != "auto":
-            return self.layout == "per_gate"
+            return [self.layout] * len(self.cells)
         cpu_float32 = like.device.type == "cpu" and self.cells[0].conv.weight.dtype == torch.float32
-        return cpu_float32 and not torch.is_autocast_enabled("cpu")
+        if not cpu_float32 or torch.is_autocast_enabled("cpu"):
+            return ["fused"] * len(self.cells)
+        ins = [self.in_channels] + self.hidden[:-1]
+        return [choose_layout(i, n, self.kernel_size, batch, height, width) for i, n in zip(ins, self.hidden)]
 
     def init_state(self, batch: int, height: int, width: int, like: Tensor):
         """``(layers, gates)``: the zero state of every layer (``None``, which the cells skip the work on)
-        and, in the per-gate layout, each cell's per-gate weights for this rollout."""
-        gates = None
-        if self.runs_per_gate(like):
-            ins = [self.in_channels] + self.hidden[:-1]
-            gates = [cell.gate_weights(i) for cell, i in zip(self.cells, ins)]
-        return [None] * len(self.hidden), gates
+        and, where a cell runs per gate, its per-gate weights for this rollout (``gates``: ``None`` where
+        every cell runs fused)."""
+        ins = [self.in_channels] + self.hidden[:-1]
+        layouts = self.cell_layouts(batch, height, width, like)
+        gates = [cell.gate_weights(i) if layout == "per_gate" else None
+                 for cell, i, layout in zip(self.cells, ins, layouts)]
+        return [None] * len(self.hidden), None if "per_gate" not in layouts else gates
 
     def step(self, x: Tensor, state):
         layers, gates = state

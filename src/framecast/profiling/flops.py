@@ -66,13 +66,17 @@ def fused_layout(model: nn.Module):
             m.layout = layout
 
 
-def runs_per_gate(model: nn.Module, plugin) -> bool:
-    """Whether ``model`` (a ConvLSTM) runs its gates as eight convolutions under ``plugin``'s precision."""
-    if not hasattr(model, "runs_per_gate"):
+def runs_per_gate(model: nn.Module, plugin, conv_name: str, batch: int, height: int, width: int) -> bool:
+    """Whether the ConvLSTM cell holding the convolution ``conv_name`` (as :func:`dominant_conv` names it) runs
+    its gates as eight convolutions under ``plugin``'s precision, at ``batch`` x ``height`` x ``width`` frames."""
+    if not hasattr(model, "cell_layouts"):
         return False
     like = next(model.parameters())
+    p = model.patch_size
     with plugin.forward_context():
-        return model.runs_per_gate(like)
+        layouts = model.cell_layouts(batch, height // p, width // p, like)
+    cell = model.get_submodule(conv_name.split(" ")[0].rpartition(".")[0])
+    return layouts[list(model.cells).index(cell)] == "per_gate"
 
 
 def _signature(mod: nn.Module, shape: tuple[int, ...]) -> tuple:

@@ -103,11 +103,11 @@ class Variant:
 
         self.module = module
         self.conv_dtypes = conv_dtypes(module, infer)
-        per_gate = runs_per_gate(module.model, plugin)
+        name, conv, shape, share = dominant
+        per_gate = runs_per_gate(module.model, plugin, name, b, dims["height"], dims["width"])
         self.train = Candidate(f"framecast {precision}", train_step_fn(module, trainer, batch, opt, sched, cudagraphs),
                                state=(module, opt, batch))
         self.infer = Candidate(f"framecast {precision}", infer, state=(module, ctx))
-        name, conv, shape, share = dominant
         self.peak = ConvPeak(name, conv, shape, share, per_gate, precision, plugin, device, s.channels_last, b, bi,
                              s.conv_reps)
 

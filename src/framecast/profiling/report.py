@@ -13,23 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from framecast.precision import cpu_bf16_features
+from framecast.precision import cpu_bf16_features, cpu_name
 from framecast.profiling.harness import Candidate, stats
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device: torch.device) -> dict[str, Any]:
