@@ -98,7 +98,7 @@ def read_manifest(out: str) -> dict | None:
                 text = Path(tmp, MANIFEST).read_text()
         else:
             text = Path(path).read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     try:
         manifest = json.loads(text)
@@ -164,7 +164,11 @@ def write_clips(dm, out: str, workers: int) -> dict:
                          + "; ".join(differences(old["settings"], settings_of(dm)))
                          + ". Write to another place, or delete it first")
     if not is_url(out):
-        Path(out).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot write the clips to {out} ({e.strerror or e}): give --to litdata a folder "
+                             f"that can be created and written, or an object-store URL") from e
         for stale in Path(out).glob("clips-*"):  # not named by the manifest: an interrupted write
             if old is None or stale.name != old["data"]:
                 shutil.rmtree(stale, ignore_errors=True)
