@@ -5,7 +5,9 @@ interrupted write are refused."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -16,7 +18,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import VIDEOS
+from conftest import VIDEOS, need
 from framecast.cli import main
 from framecast.data import VideoClipDataModule, streaming
 from framecast.data.video_dataset import VideoClipDataset
@@ -45,40 +47,48 @@ def data_module(tmp_path: Path, **extra) -> VideoClipDataModule:
                                **{**DATA, **extra})
 
 
-@pytest.fixture
-def written(videos_dir, tmp_path, capsys, monkeypatch):
-    """OUT written by ``framecast prepare --to litdata`` (after a write interrupted before its manifest)."""
-    config, out = write_config(tmp_path), tmp_path / "clips"
+def prepare(*args: str) -> tuple[int, str]:
+    """``framecast prepare ARGS``: the exit code and what it printed."""
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = main(["prepare", *args])
+    return code, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """``(config, OUT, folder)``: OUT written by ``framecast prepare --to litdata`` after a write interrupted
+    before its manifest and a second machine's part; the videos in ``folder``'s cache (once for this file)."""
+    need(VIDEOS)
+    root = tmp_path_factory.mktemp("streaming")
+    config, out = write_config(root), root / "clips"
 
     def interrupted(*_):
         raise KeyboardInterrupt
 
-    with monkeypatch.context() as m:  # the chunks are written, the manifest is not
+    with pytest.MonkeyPatch.context() as m:  # the chunks are written, the manifest is not
         m.setattr(streaming, "write_manifest", interrupted)
-        assert main(["prepare", "--config", str(config), "--workers", "2", "--to", "litdata", str(out)]) == 130
+        assert prepare("--config", str(config), "--workers", "2", "--to", "litdata", str(out))[0] == 130
     assert list(out.glob("clips-*/index.json")) and not (out / streaming.MANIFEST).exists()
-    capsys.readouterr()
     with pytest.raises(Exception, match="holds no complete framecast clip data") as info:
-        data_module(tmp_path, streaming=str(out)).setup("fit")
+        data_module(root, streaming=str(out)).setup("fit")
     assert type(info.value).__name__ == "InputError"
 
     # two machines sharing the cache folder: node 1 caches, node 0 writes (and removes the interrupted write)
-    assert main(["prepare", "--config", str(config), "--nodes", "2", "--node-rank", "1", "--to", "litdata", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert f"node 1 of 2: every video is cached; node 0 writes the clips to {out}" in printed
+    code, printed = prepare("--config", str(config), "--nodes", "2", "--node-rank", "1", "--to", "litdata", str(out))
+    assert code == 0 and f"node 1 of 2: every video is cached; node 0 writes the clips to {out}" in printed
     assert not (out / streaming.MANIFEST).exists()
-    assert main(["prepare", "--config", str(config), "--nodes", "2", "--node-rank", "0", "--workers", "2",
-                 "--to", "litdata", str(out)]) == 0
-    printed = capsys.readouterr().out
+    code, printed = prepare("--config", str(config), "--nodes", "2", "--node-rank", "0", "--workers", "2",
+                            "--to", "litdata", str(out))
+    assert code == 0
     assert "(left by a write that did not finish)" in printed and len(list(out.glob("clips-*"))) == 1
     assert "litdata  train: 12 clips, 0.01 MB of frames, 1 chunk(s)" in printed
     assert "litdata  val: 8 clips" in printed and "litdata  test: 13 clips" in printed
-    return config, out
+    return config, out, root
 
 
 def test_streamed_clips_are_the_cache_clips_and_train_and_validate(written, tmp_path, capsys):
-    config, out = written
-    cache, stream = data_module(tmp_path), data_module(tmp_path, streaming=str(out))
+    config, out, root = written
+    cache, stream = data_module(root), data_module(root, streaming=str(out))
     cache.setup(None)
     stream.setup(None)
     assert stream.stats == {"decoded": 0, "cached": 0}  # nothing decoded or read from the video cache
@@ -99,7 +109,7 @@ def test_streamed_clips_are_the_cache_clips_and_train_and_validate(written, tmp_
             assert seen == list(range(len(a)))  # evaluation clips in the cache path's order
     # augmentation as before: the cache path's transform on the same clip with the same index
     aug = {"hflip": True, "random_resized_crop": [0.5, 1.0], "time_reverse": True}
-    train = data_module(tmp_path, streaming=str(out), augment=aug)
+    train = data_module(root, streaming=str(out), augment=aug)
     train.setup("fit")
     b = train.dataset("train")
     a = VideoClipDataset([e.frames_path for e in cache._entries], [cache.windows["train"][b.item(i)["index"]]
@@ -118,7 +128,7 @@ def test_streamed_clips_are_the_cache_clips_and_train_and_validate(written, tmp_
 
 
 def test_other_settings_are_refused_naming_the_difference(written, tmp_path, capsys):
-    config, out = written
+    config, out, _ = written
     code = main(["fit", "--config", str(config), "--data.init_args.streaming", str(out), "--data.init_args.fps", "5",
                  "--data.init_args.context_frames", "3", "--trainer.default_root_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
@@ -162,7 +172,7 @@ def framecast_run(*args, cwd: Path, env_extra: dict | None = None) -> str:
 def test_two_processes_take_every_training_clip_once_and_validate_like_one(written, tmp_path):
     from test_ddp import val_metrics
 
-    config, out = written
+    config, out, _ = written
     record = tmp_path / "record"
     # 12 training clips, 2 processes x batch 2: 3 steps an epoch, 2 epochs
     framecast_run("fit", "--config", str(config), "--data.init_args.streaming", str(out), "--trainer.max_steps", "6",
@@ -198,7 +208,7 @@ def test_two_processes_take_every_training_clip_once_and_validate_like_one(writt
 def test_killed_streaming_run_resumed_matches_an_uninterrupted_run(written, tmp_path):
     from test_resume import finish, start
 
-    _, out = written
+    _, out, _ = written
     config = write_config(tmp_path, trainer={"max_steps": 10, "limit_val_batches": 1,
                                              "callbacks": [{"class_path": "pause_callback.PauseAt"}]},
                           data={"streaming": str(out), "batch_size": 2, "augment": {"hflip": True, "time_reverse": True}},
