@@ -50,7 +50,7 @@ def data_module(tmp_path: Path, **extra) -> VideoClipDataModule:
 def prepare(*args: str) -> tuple[int, str]:
     """``framecast prepare ARGS``: the exit code and what it printed."""
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        code = main(["prepare", *args])
+        code = main(["prepare", *args, "--splits-out", str(Path(args[args.index("--config") + 1]).parent)])
     return code, printed.getvalue()
 
 
@@ -136,7 +136,7 @@ def test_other_settings_are_refused_naming_the_difference(written, tmp_path, cap
     assert "holds clips written with other settings: fps 8 there, 5 in data.init_args; context_frames 2 there" in err
     # (prepare reads the videos also where the config streams from OUT)
     code = main(["prepare", "--config", str(config), "--data.init_args.size", "[8, 8]", "--data.init_args.streaming",
-                 str(out), "--to", "litdata", str(out)])
+                 str(out), "--splits-out", str(tmp_path), "--to", "litdata", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "already holds clips written with other settings: size [16, 16] there, [8, 8]" in err
 
