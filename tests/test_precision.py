@@ -11,7 +11,7 @@ import yaml
 
 from framecast import precision
 from framecast.cli import main
-from framecast.cli.train import FramecastCLI
+from framecast.cli.train import FramecastCLI, run
 from framecast.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,36 +59,52 @@ TINY = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.init_args
         "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu"]
 
 
-def fit_precision(tmp_path, monkeypatch, capsys, flags, *extra) -> tuple[str, str, str]:
-    """Fit the tiny config on a CPU with ``flags``: (the trainer's precision, the printed line, the saved config's)."""
+BEFORE_FIT = FramecastCLI.before_fit
+
+
+class Started(Exception):
+    """Raised where fit starts: what the test checks is decided by then."""
+
+
+def start_fit(monkeypatch, capsys, root, flags, *extra, train=False) -> tuple[str, str, str]:
+    """``framecast fit`` of the tiny config on a CPU with ``flags``, stopped where fit starts (or, ``train``,
+    run to its end): (the trainer's precision, the line printed, the config's precision)."""
     monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=precision.CPUINFO: set(flags))
     seen = {}
-    before_fit = FramecastCLI.before_fit
 
     def record(self):
-        seen["precision"] = self.trainer.precision
-        before_fit(self)
+        BEFORE_FIT(self)
+        seen["precision"], seen["config"] = self.trainer.precision, str(self.config["fit"]["trainer"]["precision"])
+        if not train:
+            raise Started
 
     monkeypatch.setattr(FramecastCLI, "before_fit", record)
-    root = tmp_path / "_".join(flags or ["none"]) / "_".join(extra)
-    assert main(["fit", *TINY, "--trainer.default_root_dir", str(root), *extra]) == 0
+    argv = ["fit", *TINY, "--trainer.default_root_dir", str(root), *extra]
+    if train:
+        assert main(argv) == 0
+    else:
+        with pytest.raises(Started):
+            run(argv)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("precision:")]
     assert len(lines) == 1, lines  # printed once
-    (saved,) = root.rglob("config.yaml")
-    return seen["precision"], lines[0], str(yaml.safe_load(saved.read_text())["trainer"]["precision"])
+    return seen["precision"], lines[0], seen["config"]
 
 
-def test_fit_trains_in_bf16_on_a_cpu_with_native_bf16_and_in_float32_on_one_without(tmp_path, monkeypatch, capsys):
-    got, line, saved = fit_precision(tmp_path, monkeypatch, capsys, ["avx2", "avx512_bf16"])
-    assert (got, saved) == ("bf16-mixed", "bf16-mixed")
+def test_fit_trains_in_bf16_on_a_cpu_with_native_bf16(tmp_path, monkeypatch, capsys):
+    got, line, config = start_fit(monkeypatch, capsys, tmp_path, ["avx2", "avx512_bf16"], train=True)
+    assert (got, config) == ("bf16-mixed", "bf16-mixed")
     assert line == ("precision: bf16-mixed (this CPU has native bf16: avx512_bf16; --trainer.precision 32 for "
                     "float32)")
-    got, line, saved = fit_precision(tmp_path, monkeypatch, capsys, ["avx2", "avx512f"])
-    assert (got, saved) == ("32-true", "32")
-    assert line.startswith("precision: 32 (this CPU has no native bf16")
+    (saved,) = tmp_path.rglob("config.yaml")  # the run's saved config says what it trained in
+    assert yaml.safe_load(saved.read_text())["trainer"]["precision"] == "bf16-mixed"
+
+
+def test_fit_trains_in_float32_on_a_cpu_without_and_as_the_user_says(tmp_path, monkeypatch, capsys):
+    got, line, config = start_fit(monkeypatch, capsys, tmp_path / "a", ["avx2", "avx512f"])
+    assert (got, config) == ("32-true", "32") and line.startswith("precision: 32 (this CPU has no native bf16")
     # the user's choice wins, whatever the CPU
-    got, line, _ = fit_precision(tmp_path, monkeypatch, capsys, ["avx512_bf16"], "--trainer.precision", "32")
-    assert got == "32-true" and line == "precision: 32 (trainer.precision as given)"
+    got, line, config = start_fit(monkeypatch, capsys, tmp_path / "b", ["avx512_bf16"], "--trainer.precision", "32")
+    assert (got, config) == ("32-true", "32") and line == "precision: 32 (trainer.precision as given)"
 
 
 def test_channels_last_and_bf16_give_the_float32_outputs_to_bf16_tolerance():
