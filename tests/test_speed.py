@@ -151,6 +151,23 @@ def test_speed_measures_every_registered_predictor(name):
         assert result["reference"] is None and name in result["reference_skipped"]
 
 
+def test_channels_last_takes_3d_convolution_weights_too():
+    """--channels-last on a model with Conv3d weights (5-d: channels-last-3d), its peak measured the same way."""
+    dims = {"context": 2, "horizon": 1, "channels": 1, "height": 16, "width": 16}
+    s = Settings(config=None, batch_size=1, inference_batch_size=1, steps=1, warmup=0, conv_reps=1, threads=1,
+                 no_progress=True, channels_last=True, no_inference=True)
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*self.log.*")
+            result = measure(s, {"model": "e3d_lstm", "hidden": [4], "kernel_size": 3, "patch_size": 4,
+                                 "channels": 1}, dims, command="test")
+    finally:
+        torch.set_num_threads(threads)
+    assert result["settings"]["channels_last"] and result["conv_peak"]["kind"] == "Conv3d"
+    assert result["train"]["clips_per_s"] > 0 and "inference" not in result
+
+
 def test_the_dominant_convolution_counts_every_kind_and_adds_up_layers_alike():
     class Net(nn.Module):
         def __init__(self):
