@@ -75,8 +75,9 @@ def runs_per_gate(model: nn.Module, plugin, conv_name: str, batch: int, height: 
     p = model.patch_size
     with plugin.forward_context():
         layouts = model.cell_layouts(batch, height // p, width // p, like)
-    cell = model.get_submodule(conv_name.split(" ")[0].rpartition(".")[0])
-    return layouts[list(model.cells).index(cell)] == "per_gate"
+    owner = model.get_submodule(conv_name.split(" ")[0].rpartition(".")[0])
+    cells = list(model.cells)
+    return owner in cells and layouts[cells.index(owner)] == "per_gate"
 
 
 def _signature(mod: nn.Module, shape: tuple[int, ...]) -> tuple:
