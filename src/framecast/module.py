@@ -1,9 +1,10 @@
 """``FramePredictionModule``: trains and evaluates any registered predictor with Lightning.
 
 Training: the predictor rolls out over ``context ++ target`` with the teacher forcing schedule's mask and
-the loss is taken on its next-frame predictions (all ``T_ctx + T_pred - 1`` of them, as PredRNN does, or
-only the horizon with ``loss_frames: horizon``), plus the model's own auxiliary loss (PredRNN-v2's
-decoupling loss). Validation and test: a plain rollout from the context alone, the loss on the horizon,
+the loss is taken on the frames it predicts (``Rollout.truth``: a recurrent predictor's next-frame predictions,
+all ``T_ctx + T_pred - 1`` of them, as PredRNN does; a window predictor's horizon), or only the horizon with
+``loss_frames: horizon``, plus the model's own auxiliary loss (PredRNN-v2's decoupling loss, TAU's
+differential divergence). Validation and test: a plain rollout from the context alone, the loss on the horizon,
 and the spec's metrics per horizon step, for the model and for the copy-last baseline on the same clips.
 """
 
@@ -26,10 +27,12 @@ from framecast.schedules import build_schedule
 
 
 def compile_predictor(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
-    """``torch.compile`` the recurrent step of a predictor in place (``mode``: torch.compile's, e.g.
-    ``reduce-overhead`` for CUDA graphs). The weights and the ``state_dict`` are unchanged."""
-    if hasattr(model, "step"):
-        model.step = torch.compile(model.step, mode=mode)
+    """``torch.compile`` the core of a predictor in place (``Predictor.core``: the recurrent step, or a window
+    predictor's window map; ``mode``: torch.compile's, e.g. ``reduce-overhead`` for CUDA graphs). The weights
+    and the ``state_dict`` are unchanged."""
+    core = getattr(model, "core", None)
+    if core is not None and hasattr(model, core):
+        setattr(model, core, torch.compile(getattr(model, core), mode=mode))
     return model
 
 
@@ -135,7 +138,7 @@ class FramePredictionModule(L.LightningModule):
     def _training_loss(self, context: Tensor, target: Tensor, mask: Tensor | None):
         """The training loss of one clip under the teacher forcing ``mask``: ``(loss, parts, aux_loss)``."""
         roll = self.model.rollout(context, target.shape[1], target=target, teacher_mask=mask)
-        truth = torch.cat([context[:, 1:], target], 1) if self.hparams.loss_frames == "all" else target
+        truth = roll.truth(context, target) if self.hparams.loss_frames == "all" else target
         loss, parts = self._losses(roll, truth)
         return loss + roll.aux_loss, parts, roll.aux_loss
 

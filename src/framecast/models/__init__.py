@@ -27,6 +27,9 @@ from framecast.models.registry import (
     register_model,
     shared_options,
 )
+from framecast.models.simvp import SimVP
+from framecast.models.tau import TAU
+from framecast.models.window import WindowPredictor
 
 __all__ = [
     "BASELINES",
@@ -34,6 +37,7 @@ __all__ = [
     "MAU",
     "MIM",
     "MODELS",
+    "TAU",
     "ConvGRU",
     "ConvLSTM",
     "CopyLast",
@@ -44,6 +48,8 @@ __all__ = [
     "PredRNNv2",
     "Predictor",
     "Rollout",
+    "SimVP",
+    "WindowPredictor",
     "build_model",
     "check_options",
     "list_models",

@@ -1,4 +1,5 @@
-"""The shared rollout of every recurrent predictor.
+"""The shared rollout of every recurrent predictor (the feed-forward window predictors, which map a whole
+context window to a whole output window in one pass, are :class:`framecast.models.window.WindowPredictor`).
 
 A predictor maps ``context (B, T_ctx, C, H, W)`` to ``prediction (B, T_pred, C, H, W)``, frames in [0, 1].
 It runs one recurrent step per input frame: the context frames are fed in (teacher-forced), and from the
@@ -33,13 +34,20 @@ class Rollout:
     """Everything one rollout produced.
 
     Attributes:
-        frames: ``(B, T_ctx + horizon - 1, C, H, W)`` next-frame predictions; ``frames[:, t]`` predicts
-            frame ``t + 1`` of the sequence ``context ++ target``. The last ``horizon`` of them are the
-            prediction proper (:meth:`Rollout.prediction`).
-        params: ``(B, T, P, H, W)`` distribution parameters per step where the head has a distribution,
+        frames: ``(B, T', C, H, W)`` predictions; ``frames[:, t]`` predicts frame ``start + t`` of the sequence
+            ``context ++ target`` (0-based). A recurrent predictor predicts every next frame (``start = 1``,
+            ``T' = T_ctx + horizon - 1``), a window predictor the horizon only (``start = T_ctx``,
+            ``T' = horizon``). The last ``horizon`` of them are the prediction proper (:meth:`prediction`);
+            :meth:`truth` gives the true frames they predict.
+        params: ``(B, T', P, H, W)`` distribution parameters of ``frames`` where the head has a distribution,
             else ``None``.
-        aux_loss: scalar extra training loss of the model (PredRNN-v2's decoupling loss), else 0.
-        hidden: top-layer hidden state per step ``(B, T, F, H/p, W/p)`` when asked for, else ``None``.
+        aux_loss: scalar extra training loss of the model (PredRNN-v2's decoupling loss, TAU's differential
+            divergence), else 0.
+        hidden: the state per step ``s`` of the step layout (step ``s`` reads frame ``s``, ``S = T_ctx +
+            horizon - 1`` steps) ``(B, S, F, h, w)`` when asked for, else ``None``: a recurrent predictor's top
+            layer ``(h, w) = (H/p, W/p)``; a window predictor's translator features (its docstring).
+        horizon: the number of frames predicted after the context.
+        start: the index in ``context ++ target`` of the frame ``frames[:, 0]`` predicts.
     """
 
     frames: Tensor
@@ -47,6 +55,7 @@ class Rollout:
     aux_loss: Tensor | float = 0.0
     hidden: Tensor | None = None
     horizon: int = field(default=0)
+    start: int = 1
 
     def prediction(self) -> Tensor:
         """The last ``horizon`` predicted frames ``(B, horizon, C, H, W)``."""
@@ -54,6 +63,19 @@ class Rollout:
 
     def prediction_params(self) -> Tensor | None:
         return None if self.params is None else self.params[:, -self.horizon :]
+
+    def truth(self, context: Tensor, target: Tensor) -> Tensor:
+        """The true frames ``frames`` predicts, ``(B, T', C, H, W)``, from ``context ++ target``."""
+        return torch.cat([context, target], 1)[:, self.start : self.start + self.frames.shape[1]]
+
+    def steps(self) -> Tensor:
+        """``frames`` in the step layout ``(B, T_ctx + horizon - 1, C, H, W)`` (step ``s`` predicts frame
+        ``s + 1``), ``NaN`` at the steps the model predicts nothing for (a window predictor's context)."""
+        if self.start == 1:
+            return self.frames
+        b, _, c, h, w = self.frames.shape
+        none = self.frames.new_full((b, self.start - 1, c, h, w), float("nan"))
+        return torch.cat([none, self.frames], 1)
 
 
 class Predictor(nn.Module):
@@ -68,6 +90,11 @@ class Predictor(nn.Module):
         head: ``deterministic`` or ``logistic_mixture``.
         num_mixtures: mixture components of the ``logistic_mixture`` head.
     """
+
+    head_layer = -1
+    """The entry of ``hidden`` whose features the head reads (a window predictor's decoder: ``0``)."""
+    core = "step"
+    """The method that does the work per call, the one ``torch.compile`` compiles."""
 
     def __init__(
         self,
@@ -97,7 +124,7 @@ class Predictor(nn.Module):
         self.patch_size = patch_size
         self.residual = residual
         self.in_channels = channels * patch_size * patch_size
-        self.head = build_head(head, hidden[-1], channels, patch_size, num_mixtures, residual=residual)
+        self.head = build_head(head, hidden[self.head_layer], channels, patch_size, num_mixtures, residual=residual)
 
     # --- the recurrent core (subclasses) -------------------------------------------------------
     def init_state(self, batch: int, height: int, width: int, like: Tensor):

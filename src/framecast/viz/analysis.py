@@ -44,7 +44,8 @@ def rollout(model, context: Tensor, horizon: int, hidden: bool = True) -> Rollou
 
     Returns a :class:`~framecast.models.Rollout` on the CPU in float32, frames clamped to [0, 1]: ``frames
     (N, T_ctx + horizon - 1, C, H, W)`` (step ``s`` read frame ``s`` and predicts frame ``s + 1``), ``params``
-    of a distribution head, ``hidden`` the top layer's state per step (where asked for). A baseline without
+    of a distribution head, ``hidden`` the top layer's state per step (where asked for; a window predictor's:
+    its translator's features, and ``NaN`` one-step predictions of the context). A baseline without
     ``rollout`` gives its prediction; its one-step predictions of the context frames are ``NaN`` (none) and
     it has no parameters or hidden state.
     """
@@ -57,7 +58,7 @@ def rollout(model, context: Tensor, horizon: int, hidden: bool = True) -> Rollou
             ctx = context.to(device)
             if hasattr(predictor, "rollout"):
                 roll = predictor.rollout(ctx, horizon, return_hidden=hidden)
-                frames, params, state = roll.frames, roll.params, roll.hidden
+                frames, params, state = roll.steps(), roll.params, roll.hidden  # (a window predictor: NaN context)
             else:
                 n, t_ctx, c, h, w = ctx.shape
                 none = torch.full((n, t_ctx - 1, c, h, w), float("nan"), device=device)
