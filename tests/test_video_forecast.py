@@ -94,9 +94,10 @@ def test_visualize_draws_the_motion_field(tiny_checkpoint, videos_dir, tmp_path)
 
 @pytest.mark.slow
 def test_the_recipe_beats_copy_last_on_a_held_out_video(videos_dir, tmp_path):
-    """The recipe at a reduced budget (150 steps on the README's training videos) forecasts the held-out handheld
-    clip better than copying its last frame or extrapolating linearly."""
-    ckpt = fit([videos_dir / v for v in TRAIN + VAL], tmp_path / "run", TRAIN, "--trainer.max_steps", "150",
+    """The recipe at a reduced budget (100 steps on the README's training videos) forecasts the held-out handheld
+    clip better than copying its last frame or extrapolating linearly (the README's run at step 100: mse_frame
+    124.33 against copy-last's 131.24)."""
+    ckpt = fit([videos_dir / v for v in TRAIN + VAL], tmp_path / "run", TRAIN, "--trainer.max_steps", "100",
                "--trainer.limit_val_batches", "1")
     out = tmp_path / "bench"
     assert main(["benchmark", "--ckpt_path", f"warp={ckpt}", "--video", str(videos_dir / HELD_OUT), "--split", "all",
