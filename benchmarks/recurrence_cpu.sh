@@ -5,6 +5,7 @@
 # forcing for predrnn (its scheduled sampling decays over 2000 steps, far more than the budget allows).
 #   benchmarks/recurrence_cpu.sh                      # fit the 12 runs (JOBS=2: two at a time)
 #   benchmarks/recurrence_cpu.sh report               # one framecast benchmark of the 12 checkpoints
+#   benchmarks/recurrence_cpu.sh speed                # framecast speed of each model (training, one thread)
 # Environment: BUDGET (CPU seconds per run, 90), SEEDS ("0 1 2"), MODELS ("simvp tau convlstm predrnn"),
 # OUT (runs/recurrence_cpu), JOBS (1), TEST_SIZE (test and validation clips, 256); RUNS ("model:seed ...", default
 # every model and seed) fits only those.
@@ -20,7 +21,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 fit_one() {  # model seed
   local m=$1 s=$2 extra=()
-  [ "$m" = predrnn ] && extra=(--model.teacher_forcing none)
+  [ "$m" = predrnn ] && extra=(--model.teacher_forcing none --model.teacher_forcing_options "{}")
   "$FRAMECAST" fit --config "configs/moving_mnist_${m}_cpu.yaml" --seed_everything "$s" \
     --trainer.max_steps -1 --trainer.limit_val_batches 0 --trainer.enable_progress_bar false \
     --trainer.callbacks "[{class_path: framecast.budget.CpuBudget, init_args: {seconds: $BUDGET}}]" \
@@ -40,6 +41,14 @@ if [ "${1:-fit}" = fit ]; then
       fi
     done
   wait
+elif [ "$1" = speed ]; then  # the training clips per second of each, as fit trains it (one thread)
+  for m in $MODELS; do
+    extra=()
+    [ "$m" = predrnn ] && extra=(--model.teacher_forcing none --model.teacher_forcing_options "{}")
+    "$FRAMECAST" speed --config "configs/moving_mnist_${m}_cpu.yaml" "${extra[@]}" --threads 1 --steps 3 --warmup 1 \
+      --no-reference --no-inference --no-progress --json "$OUT/speed_$m.json" > "$OUT/speed_$m.txt" 2>&1
+    echo "$m: $(grep -i "clips/s" "$OUT/speed_$m.txt" | head -3 | tr -s ' ')"
+  done
 else  # one table: a NAME on its 3 seeds' checkpoints is reported as their mean and standard deviation
   ckpts=()
   for m in $MODELS; do for s in $SEEDS; do ckpts+=("$m=$OUT/$m/seed$s/checkpoints/last.ckpt"); done; done

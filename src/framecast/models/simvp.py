@@ -83,10 +83,12 @@ class SimVP(WindowPredictor):
     """SimVP: encode every frame, translate the whole window at once, decode every frame.
 
     Paper: Zhangyang Gao, Cheng Tan, Lirong Wu, Stan Z. Li, "SimVP: Simpler yet Better Video Prediction", CVPR
-    2022 (https://arxiv.org/abs/2206.05099; code https://github.com/A4Bio/SimVP), and Cheng Tan, Zhangyang Gao,
-    Siyuan Li, Stan Z. Li, "SimVP: Towards Simple yet Powerful Spatiotemporal Predictive Learning", 2022
-    (https://arxiv.org/abs/2211.12509; code https://github.com/chengtan9907/SimVPv2). Also in OpenSTL,
+    2022 (https://arxiv.org/abs/2206.05099), and Cheng Tan, Zhangyang Gao, Siyuan Li, Stan Z. Li, "SimVP: Towards
+    Simple yet Powerful Spatiotemporal Predictive Learning", 2022 (https://arxiv.org/abs/2211.12509).
+    Code: https://github.com/A4Bio/SimVP (v1) and https://github.com/chengtan9907/SimVPv2 (v2); also in OpenSTL,
     https://github.com/chengtan9907/OpenSTL (``openstl/models/simvp_model.py``), which framecast follows.
+
+    ``model(context, horizon)``: ``context (B, T_ctx, C, H, W)`` with ``T_ctx = context`` -> ``(B, horizon, C, H, W)``.
 
     With ``x (B, T, C*p*p, H/p, W/p)`` the window (``T = context``), ``F = hidden[0]`` (OpenSTL ``hid_S``),
     ``L = spatial_layers`` (``N_S``)::

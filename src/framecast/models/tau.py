@@ -46,6 +46,7 @@ class TAU(SimVP):
     Code: OpenSTL, https://github.com/chengtan9907/OpenSTL (``openstl/methods/tau.py``,
     ``openstl/models/simvp_model.py`` with ``model_type='tau'``, ``openstl/modules/simvp_modules.py``).
 
+    ``model(context, horizon)``: ``context (B, T_ctx, C, H, W)`` with ``T_ctx = context`` -> ``(B, horizon, C, H, W)``.
     The model is :class:`~framecast.models.simvp.SimVP` (its equations) with every translator block's attention
     the temporal attention unit (:class:`framecast.models.translators.TemporalAttention`): on the window's
     frames stacked as channels, a statical large-kernel attention within frames times a dynamical
