@@ -17,7 +17,7 @@ from framecast.models import build_model, list_models, model_options
 from framecast.models.convlstm import ConvLSTMCell
 from framecast.module import FramePredictionModule, compile_predictor
 from framecast.profiling import command
-from framecast.profiling.flops import conv_flops, dominant_conv
+from framecast.profiling.flops import conv_flops, count_flops, dominant_conv
 from framecast.profiling.harness import Memory
 from framecast.profiling.measure import Settings, measure
 from framecast.profiling.reference import ReferenceConvLSTM, ReferenceConvLSTMCell
@@ -374,6 +374,18 @@ def test_flop_count_of_a_convolution_matches_the_formula(stride, padding):
     with FlopCounterMode(display=False) as counter:
         conv(x.requires_grad_()).sum().backward()  # backward: grad of input and of weight, each as much again
     assert counter.get_total_flops() == 3 * conv_flops(conv, tuple(x.shape))
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.Conv2d(8, 4, 3, groups=2),
+                                  nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2), nn.Conv3d(4, 4, 3, groups=4)])
+def test_backward_of_a_grouped_convolution_counts_twice_its_forward(conv):
+    """Each gradient (input, weight) costs a forward: 3 forwards in all, for grouped convolutions too."""
+    x = torch.randn(2, conv.in_channels, *([6] * (conv.weight.dim() - 2)), requires_grad=True)
+    forward = count_flops(lambda: conv(x))
+    assert forward == conv_flops(conv, tuple(x.shape)) > 0
+    assert count_flops(lambda: conv(x).sum().backward()) == 3 * forward
+    x.requires_grad_(False)  # (the first layer's input frames): the weight gradient only
+    assert count_flops(lambda: conv(x).sum().backward()) == 2 * forward
 
 
 def test_reference_cell_computes_the_same_function_as_the_fused_cell():

@@ -25,10 +25,23 @@ from framecast.errors import ConfigError
 from framecast.profiling.harness import Candidate, memory_format, stats, to_channels_last
 
 
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                         _output_padding, _groups, output_mask, out_shape=None) -> int:
+    """FLOPs of a convolution's backward: each gradient asked for (input, weight) costs what the forward costs.
+    (``FlopCounterMode``'s own formula counts the weight gradient of a grouped convolution ``groups`` times
+    over: it convolves as if every input channel met every output channel; for SimVP's and TAU's depthwise
+    convolutions that is hundreds of times too much.)"""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return int(counter.get_total_flops())
 
