@@ -286,3 +286,33 @@ def test_merged_accumulators_average_over_both():
     torch.testing.assert_close(a.per_step("mse"), torch.tensor([3.0, 5.0], dtype=torch.float64))
     assert a.count("mse") == 3 and a.clips == 3 and a.unavailable == {"lpips": "no weights"}
     torch.testing.assert_close(a.per_step("mse"), whole.per_step("mse"))
+
+
+@pytest.mark.parametrize("name", ["ssim", "ssim_skimage", "ssim_openstl"])
+def test_ssim_is_computed_in_float32_under_bf16_autocast(name):
+    # the variances are differences of nearly equal moments: in bfloat16 they cancel (a 1 - SSIM loss reached
+    # -inf in bf16-mixed training); every SSIM gives its float32 value under autocast too
+    from framecast.metrics import metric
+
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 1, 32, 32)
+    pred = (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
+    fn = metric(name).fn
+    exact = fn(pred, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = fn(pred, target)
+    torch.testing.assert_close(under, exact, rtol=0, atol=1e-6)
+
+
+def test_ssim_loss_is_finite_and_exact_under_bf16_autocast():
+    from framecast.losses import FrameLoss
+
+    torch.manual_seed(1)
+    target = torch.rand(2, 4, 1, 16, 16)
+    pred = (target + 0.1 * torch.randn_like(target)).clamp(0, 1).requires_grad_()
+    loss = FrameLoss("ssim")
+    exact, _ = loss(pred, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under, _ = loss(pred, target)
+    assert torch.isfinite(under)
+    torch.testing.assert_close(under, exact, rtol=0, atol=1e-6)

@@ -4,6 +4,8 @@ to structural similarity", IEEE TIP 2004), per clip and horizon step: ``ssim(pre
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -28,11 +30,26 @@ def valid_blur_matrix(n: int, window: Tensor) -> Tensor:
     return m
 
 
+def in_float32(fn):
+    """Run an SSIM map in float32, also under autocast. Its variances are differences of nearly equal blurred
+    moments (``E[x^2] - E[x]^2``); autocast would run the blurs (matrix products) in bfloat16, whose 8-bit
+    mantissa cancels them to noise or below zero (a ``1 - SSIM`` loss then reaches -inf under ``bf16-mixed``)."""
+
+    @functools.wraps(fn)
+    def wrapper(x: Tensor, y: Tensor, *args, **kwargs) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return fn(x.float(), y.float(), *args, **kwargs)
+
+    return wrapper
+
+
+@in_float32
 def ssim_map(x: Tensor, y: Tensor, size: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> Tensor:
     """Local SSIM of images ``x, y (N, C, H, W)`` -> ``(N, C, H - size + 1, W - size + 1)``.
 
     Frames smaller than the window use a window as large as the frame. The separable Gaussian filter is
-    applied as two matrix products (much faster than a grouped convolution on CPU, the same numbers).
+    applied as two matrix products (much faster than a grouped convolution on CPU, the same numbers), in
+    float32 whatever the input's dtype or autocast (:func:`in_float32`).
     """
     size = min(size, x.shape[-1], x.shape[-2])
     g = gaussian_window(size, sigma, x.device, x.dtype)
@@ -63,6 +80,7 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     return m.mean(dim=(1, 2, 3)).view(b, t).float()
 
 
+@in_float32
 def uniform_ssim_map(x: Tensor, y: Tensor, data_range: float, win_size: int = 7) -> Tensor:
     """scikit-image's ``structural_similarity`` map with its defaults (``gaussian_weights=False``,
     ``use_sample_covariance=True``, ``K1=0.01``, ``K2=0.03``): a ``win_size`` x ``win_size`` uniform window,
