@@ -170,6 +170,7 @@ VARIANTS = [
     ("e3d_lstm", {"window_length": 3, "temporal_kernel": 2, "hidden": [8, 4], "recall_length": 2,
                   "layer_norm": True}),
     ("mau", {"hidden": [8, 4, 6], "tau": 2, "cell_mode": "residual", "model_mode": "recall", "sr_size": 2}),
+    ("phydnet", {"hidden": [8, 4], "features": 16, "phy_channels": 8, "residual": True}),
 ]
 
 

@@ -50,6 +50,7 @@ Configs shipped with framecast: {configs}
 NOISE = (
     "GPU available:", "TPU available:", "HPU available:", "IPU available:", "Seed set to", "💡 Tip:",
     "LOCAL_RANK:", "Loading `train_dataloader` to estimate number of stepping batches", "Missing logger folder:",
+    "Using bfloat16 Automatic Mixed Precision",  # fit prints its own line: the precision and why
 )
 NOISE_PATTERN = "`Trainer("  # "`Trainer(limit_val_batches=1)` was configured so 1 batch will be used."
 NOISE_LOGGERS = (
