@@ -17,7 +17,7 @@ from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS = {  # command -> (module with main(argv) -> int, one-line help)
-    "prepare": ("framecast.prepare", "decode videos into the frame cache, with a progress bar"),
+    "prepare": ("framecast.prepare", "decode videos into the frame cache in parallel (or into LitData chunks), with a progress bar"),
     "visualize": ("framecast.viz.command", "pictures of what a model knows: comparisons, videos, surprise, hidden state"),
     "benchmark": ("framecast.evaluation.benchmark", "every metric per horizon step for checkpoints and baselines"),
     "benchmark-losses": ("framecast.benchmark_losses", "train one model per loss, then benchmark them side by side"),
