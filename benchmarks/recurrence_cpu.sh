@@ -47,7 +47,7 @@ elif [ "$1" = speed ]; then  # the training clips per second of each, as fit tra
     [ "$m" = predrnn ] && extra=(--model.teacher_forcing none --model.teacher_forcing_options "{}")
     "$FRAMECAST" speed --config "configs/moving_mnist_${m}_cpu.yaml" "${extra[@]}" --threads 1 --steps 3 --warmup 1 \
       --no-reference --no-inference --no-progress --json "$OUT/speed_$m.json" > "$OUT/speed_$m.txt" 2>&1
-    echo "$m: $(grep -i "clips/s" "$OUT/speed_$m.txt" | head -3 | tr -s ' ')"
+    echo "$m: $(grep "train step" "$OUT/speed_$m.txt" | head -1 | tr -s ' ')"
   done
 else  # one table: a NAME on its 3 seeds' checkpoints is reported as their mean and standard deviation
   ckpts=()
