@@ -149,6 +149,18 @@ class Predictor(nn.Module):
         if h % p or w % p:
             raise ValueError(f"frame size {h}x{w} is not divisible by the model's patch_size {p}")
 
+    def check_rollout(self, context: Tensor, horizon: int, feed: str) -> bool:
+        """The checks every rollout makes of its arguments; returns whether the frames are sampled."""
+        self.check_input(context)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if feed not in ("mean", "sample"):
+            raise ValueError(f"feed must be 'mean' or 'sample', got {feed!r}")
+        if feed == "sample" and not hasattr(self.head, "sample"):
+            raise ValueError("feed='sample' draws from a per-pixel distribution: the model needs "
+                             "head: logistic_mixture")
+        return feed == "sample"
+
     def rollout(
         self,
         context: Tensor,
@@ -179,15 +191,7 @@ class Predictor(nn.Module):
             generator: the random stream of the draws (on the context's device); ``None``: the global one.
             temperature: scales the logistic scales of the draws (``feed: sample`` only).
         """
-        self.check_input(context)
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if feed not in ("mean", "sample"):
-            raise ValueError(f"feed must be 'mean' or 'sample', got {feed!r}")
-        sample = feed == "sample"
-        if sample and not hasattr(self.head, "sample"):
-            raise ValueError("feed='sample' draws from a per-pixel distribution: the model needs "
-                             "head: logistic_mixture")
+        sample = self.check_rollout(context, horizon, feed)
         b, t_ctx, c, h, w = context.shape
         p = self.patch_size
         steps = t_ctx + horizon - 1

@@ -96,15 +96,7 @@ class WindowPredictor(Predictor):
         input (the encoded context frames read) for the first ``T_ctx - 1`` steps, then its output
         features of every predicted frame.
         """
-        self.check_input(context)
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if feed not in ("mean", "sample"):
-            raise ValueError(f"feed must be 'mean' or 'sample', got {feed!r}")
-        sample = feed == "sample"
-        if sample and not hasattr(self.head, "sample"):
-            raise ValueError("feed='sample' draws from a per-pixel distribution: the model needs "
-                             "head: logistic_mixture")
+        sample = self.check_rollout(context, horizon, feed)
         b, t_ctx, c, h, w = context.shape
         if target is not None and (tuple(target.shape[:2]) != (b, horizon) or target.shape[2:] != context.shape[2:]):
             raise ValueError(f"target must be ({b}, {horizon}, {c}, {h}, {w}), got {tuple(target.shape)}")
