@@ -272,7 +272,7 @@ def benchmark_losses(argv: Sequence[str] | None = None) -> int:
     code = benchmark_command().main(bench_argv)
     for loss, ckpts in checkpoints.items():
         for ckpt in ckpts:
-            print(f"wrote {ckpt} (loss {loss})")
+            print(f"benchmarked {ckpt} (loss {loss})")
     return code
 
 
