@@ -68,3 +68,41 @@ def test_bad_module_options_are_named():
         tiny_module(loss="bits")
     with pytest.raises(ValueError, match="lr_schedule"):
         tiny_module(lr_schedule="step")
+
+
+def test_loss_stages_switch_the_training_loss_at_their_step(tmp_path):
+    """``loss_stages: {3: l1}``: optimizer steps 0-2 train on mse, steps 3 and 4 on l1."""
+    L.seed_everything(0)
+    dm = MovingMNISTDataModule(context_frames=3, horizon_frames=2, train_size=20, val_size=4, test_size=4, batch_size=4)
+    module = tiny_module(hidden=[8], loss_stages={"3": "l1"})
+    seen = []
+
+    class Record(L.Callback):  # the mse and l1 of the weights the step starts from, then the loss it trained on
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            truth = torch.cat([batch["context"][:, 1:], batch["target"]], 1)
+            with torch.no_grad():
+                pred = pl_module.model.rollout(batch["context"], 2, target=batch["target"]).frames
+            self.now = (trainer.global_step, (pred - truth).pow(2).mean().item(), (pred - truth).abs().mean().item())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((*self.now, outputs["loss"].item()))
+
+    trainer = L.Trainer(max_steps=5, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0,
+                        callbacks=[Record()])
+    trainer.fit(module, dm)
+    assert [s for s, *_ in seen] == [0, 1, 2, 3, 4]
+    for step, mse, l1, loss in seen:
+        assert loss == pytest.approx(mse if step < 3 else l1, rel=1e-5), (step, mse, l1, loss)
+    assert module.current_loss.weights == {"l1": 1.0}
+
+
+def test_bad_loss_stages_are_named():
+    with pytest.raises(ValueError, match="loss_stages: the step 'soon'"):
+        tiny_module(loss_stages={"soon": "l1"})
+    with pytest.raises(ValueError, match="loss_stages: the step 0"):
+        tiny_module(loss_stages={0: "l1"})
+    with pytest.raises(ValueError, match="loss names"):
+        tiny_module(loss_stages={10: "l2"})
+    with pytest.raises(ValueError, match="logistic_mixture"):
+        tiny_module(loss_stages={10: "bits"})

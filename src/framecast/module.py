@@ -36,6 +36,17 @@ def compile_predictor(model: torch.nn.Module, mode: str | None = None) -> torch.
     return model
 
 
+def check_loss_stages(stages: dict[int, str | dict[str, float]] | None) -> list[tuple[int, FrameLoss]]:
+    """``model.loss_stages`` ``{step: loss}`` -> ``[(step, FrameLoss)]`` by step; a step must be an integer > 0."""
+    out = []
+    for step, spec in (stages or {}).items():
+        if isinstance(step, bool) or not str(step).strip().isdigit() or int(step) <= 0:
+            raise ValueError(f"model.loss_stages: the step {step!r} is not an integer > 0; give {{step: loss}}, e.g. "
+                             f"{{1500: l1}} (from optimizer step 1500 on, train on l1)")
+        out.append((int(step), FrameLoss(spec)))
+    return sorted(out, key=lambda s: s[0])
+
+
 class NonFiniteError(FloatingPointError):
     """The training loss or a gradient became NaN or infinite; the message names the step and the cause."""
 
@@ -50,6 +61,9 @@ class FramePredictionModule(L.LightningModule):
             (:class:`framecast.models.Predictor`).
         model_options: further options of a particular predictor (``layer_norm``, ``decouple_weight``).
         loss: a name, ``"a+b"`` or ``{name: weight}`` of ``mse, l1, gdl, ssim, bits``.
+        loss_stages: a loss curriculum, ``{step: loss}``: from that optimizer step (``global_step``) on, train on
+            that loss instead, e.g. ``{1500: l1}`` (``loss`` before the first stage). Validation reports the
+            loss in effect at its step; the metrics do not change.
         loss_frames: ``all`` next-frame predictions or only the ``horizon``.
         lr, weight_decay, betas: AdamW.
         lr_schedule: ``constant`` or ``cosine`` (to 1 % of ``lr`` at the last step), after
@@ -83,6 +97,7 @@ class FramePredictionModule(L.LightningModule):
         num_mixtures: int = 5,
         model_options: dict[str, Any] | None = None,
         loss: str | dict[str, float] = "mse",
+        loss_stages: dict[int, str | dict[str, float]] | None = None,
         loss_frames: str = "all",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -104,10 +119,12 @@ class FramePredictionModule(L.LightningModule):
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
         self.loss_fn = FrameLoss(loss)
+        self.loss_stages = check_loss_stages(loss_stages)
         self.model = build_model(model, channels=channels, hidden=hidden, kernel_size=kernel_size,
                                  patch_size=patch_size, residual=residual, head=head,
                                  num_mixtures=num_mixtures, **(model_options or {}))
-        if self.loss_fn.needs_distribution and not hasattr(getattr(self.model, "head", None), "bits"):
+        needs_distribution = any(f.needs_distribution for f in [self.loss_fn, *(f for _, f in self.loss_stages)])
+        if needs_distribution and not hasattr(getattr(self.model, "head", None), "bits"):
             raise ValueError("loss 'bits' needs a per-pixel distribution: set model.head: logistic_mixture "
                              "(or warp_mixture)")
         self.teacher_forcing = build_schedule(teacher_forcing, **(teacher_forcing_options or {}))
@@ -120,13 +137,23 @@ class FramePredictionModule(L.LightningModule):
         return self.model(context, horizon)
 
     # --- training ------------------------------------------------------------------------------
+    @property
+    def current_loss(self) -> FrameLoss:
+        """The loss in effect at ``global_step``: ``loss``, or the last of ``loss_stages`` that has begun."""
+        loss_fn = self.loss_fn
+        for start, stage in self.loss_stages:
+            if self.global_step >= start:
+                loss_fn = stage
+        return loss_fn
+
     def _losses(self, roll, truth: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss of the rollout's frames ``(B, T', C, H, W)`` against ``truth`` of the same shape."""
         frames, params = roll.frames[:, -truth.shape[1] :], roll.params
+        loss_fn = self.current_loss
         bits = None
-        if params is not None and self.loss_fn.needs_distribution:
+        if params is not None and loss_fn.needs_distribution:
             bits = self.model.head.bits(params[:, -truth.shape[1] :], truth)
-        loss, parts = self.loss_fn(frames, truth, bits)
+        loss, parts = loss_fn(frames, truth, bits)
         return loss, parts
 
     @property
