@@ -57,6 +57,8 @@ def fails(args, tmp_path) -> str:
     (["--data.init_args.context_frames", "1"], ["data.init_args.context_frames", "at least 2", "no gradient"]),
     (["--data.init_args.channels", "2"], ["data.init_args.channels", "1 or 3"]),
     (["--model.lr", "0"], ["model.lr", "> 0"]),
+    (["--model.loss_stages", "{10: l2}"], ["model.loss_stages, step 10", "unknown loss", "l2", "mse"]),
+    (["--model.loss_stages", "{0: l1}"], ["model.loss_stages", "step 0", "integer > 0"]),
 ])
 def test_bad_model_or_digits_settings_are_named(tmp_path, args, needles):
     message = fails(DIGITS + args, tmp_path)

@@ -102,7 +102,7 @@ def test_bad_loss_stages_are_named():
         tiny_module(loss_stages={"soon": "l1"})
     with pytest.raises(ValueError, match="loss_stages: the step 0"):
         tiny_module(loss_stages={0: "l1"})
-    with pytest.raises(ValueError, match="loss names"):
+    with pytest.raises(ValueError, match="model.loss_stages, step 10: unknown loss"):
         tiny_module(loss_stages={10: "l2"})
     with pytest.raises(ValueError, match="logistic_mixture"):
         tiny_module(loss_stages={10: "bits"})

@@ -43,7 +43,10 @@ def check_loss_stages(stages: dict[int, str | dict[str, float]] | None) -> list[
         if isinstance(step, bool) or not str(step).strip().isdigit() or int(step) <= 0:
             raise ValueError(f"model.loss_stages: the step {step!r} is not an integer > 0; give {{step: loss}}, e.g. "
                              f"{{1500: l1}} (from optimizer step 1500 on, train on l1)")
-        out.append((int(step), FrameLoss(spec)))
+        try:
+            out.append((int(step), FrameLoss(spec)))
+        except ValueError as e:  # name the field: the loss parser speaks of model.loss
+            raise ValueError(f"model.loss_stages, step {step}: {str(e).replace(' (model.loss)', '')}") from None
     return sorted(out, key=lambda s: s[0])
 
 

@@ -105,10 +105,14 @@ def _first_lines(text: str, limit: int = 6) -> str:
 
 
 def _unwrap(error: BaseException) -> BaseException:
-    """jsonargparse buries a constructor's message under its own wrappers: the innermost ValueError/TypeError."""
+    """jsonargparse buries a constructor's message under its own wrappers: the innermost ValueError/TypeError
+    (not past one raised ``from None``, whose message replaces the one it was raised in)."""
+    def below(e: BaseException):
+        return e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+
     inner = error
-    while isinstance(inner.__cause__ or inner.__context__, (ValueError, TypeError)):
-        inner = inner.__cause__ or inner.__context__
+    while isinstance(below(inner), (ValueError, TypeError)):
+        inner = below(inner)
     return inner
 
 
