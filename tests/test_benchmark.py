@@ -373,7 +373,7 @@ def test_benchmark_losses(tmp_path, capsys):
     printed = capsys.readouterr().out
     for loss in ("mse", "l1+bits"):
         ckpt = out / loss / "checkpoints" / "last.ckpt"
-        assert ckpt.is_file() and f"wrote {ckpt}" in printed
+        assert ckpt.is_file() and f"benchmarked {ckpt}" in printed
     assert f"wrote {out / 'results.json'}" in printed
     results = check_tables_agree(out, ["mse", "l1+bits", "copy_last"], horizon=3)
     mse, bits = results["predictors"][0], results["predictors"][1]

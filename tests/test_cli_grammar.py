@@ -137,7 +137,7 @@ def test_benchmark_losses_trains_with_the_options_and_calls_the_benchmark(tmp_pa
         saved = torch.load(ckpt, weights_only=True)
         assert saved["global_step"] == 1 and saved["hyper_parameters"]["loss"] == loss
         assert saved["hyper_parameters"]["hidden"] == [8] and saved["datamodule_hyper_parameters"]["canvas"] == 32
-        assert f"wrote {ckpt}" in printed
+        assert f"benchmarked {ckpt}" in printed
     (argv,) = calls
     assert argv[:3] == ["--ckpt_path", f"mse={ckpts[0]}", f"l1={ckpts[1]}"]  # each named by its loss
     pairs = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("--")}

@@ -271,7 +271,7 @@ def benchmark_losses(argv: Sequence[str] | None = None) -> int:
     print(f"\n=== benchmarking {n} runs -> {out}", flush=True)
     code = benchmark_command().main(bench_argv)
     for loss, ckpts in checkpoints.items():
-        for ckpt in ckpts:
+        for ckpt in ckpts if code == 0 else ():
             print(f"benchmarked {ckpt} (loss {loss})")
     return code
 
