@@ -38,6 +38,24 @@ def videos_dir() -> Path:
     return need(VIDEOS)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors on a shared 2-core machine: one thread avoids the cost of syncing two. A module takes it for
+    every test with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def moving_square(frames=6, size=16, side=4) -> torch.Tensor:
+    """A white square moving 2 pixels right per frame on black, ``(1, frames, 1, size, size)``."""
+    x = torch.zeros(1, frames, 1, size, size)
+    for t in range(frames):
+        x[0, t, 0, 4 : 4 + side, 2 + 2 * t : 2 + 2 * t + side] = 1.0
+    return x
+
+
 def write_video(path: Path, n_frames: int, size: int = 16) -> Path:
     """A small 30 fps H.264 mp4 of ``n_frames`` noise frames."""
     rng = np.random.default_rng(n_frames)

@@ -29,13 +29,7 @@ QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", 
 TINY_MODEL = ["--model.hidden", "[4]", "--model.kernel_size", "3", "--model.warmup_steps", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one thread avoids the cost of syncing two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -146,6 +146,16 @@ def test_benchmark_losses_trains_with_the_options_and_calls_the_benchmark(tmp_pa
     assert "--no-progress" in argv and not any(a.startswith(("--model.", "--trainer.")) for a in argv)
 
 
+def test_benchmark_losses_names_no_checkpoint_benchmarked_when_the_benchmark_fails(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark_command(), "main", lambda argv: 2)
+    code = main(["benchmark-losses", "--config", str(QUICKSTART), "--losses", "mse", "--max-steps", "1",
+                 "--out", str(tmp_path / "losses"), "--no-progress", "--trainer.logger", "false",
+                 "--trainer.num_sanity_val_steps", "0", *DIGITS])
+    assert code == 2
+    printed = capsys.readouterr().out
+    assert (tmp_path / "losses" / "mse" / "checkpoints" / "last.ckpt").is_file() and "benchmarked" not in printed
+
+
 def test_benchmark_losses_bad_input(capsys, tmp_path):
     err = bad_input(capsys, ["benchmark-losses", "--config", str(QUICKSTART), "--losses", "mse,psnr", "--max-steps",
                              "1", "--out", str(tmp_path)], "benchmark-losses")

@@ -26,12 +26,7 @@ MASKS = ("scheduled", "reverse")
 ATOL, RTOL = 1e-6, 1e-5  # the outputs are O(0.05); measured differences are <= 5e-7
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(name: str) -> dict:

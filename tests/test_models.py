@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import moving_square
 from framecast.models import BASELINES, MODELS, ConvLSTM, PredRNN, PredRNNv2, WindowPredictor, build_model
 from framecast.models.convgru import ConvGRUCell
 from framecast.models.convlstm import ConvLSTMCell
@@ -22,13 +23,7 @@ SMALL = {"hidden": [8, 8], "kernel_size": 3}
 SMALL_PER_MODEL = {"e3d_lstm": {"window_length": 1, "temporal_kernel": 1}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread is faster than several, most of all on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(name: str, seed: int = 0, **options):
@@ -39,14 +34,6 @@ def make(name: str, seed: int = 0, **options):
 def clip(batch=2, frames=6, channels=1, size=16, seed=0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(batch, frames, channels, size, size, generator=g)
-
-
-def moving_square(frames=6, size=16, side=4) -> torch.Tensor:
-    """A white square moving 2 pixels right per frame on black, ``(1, frames, 1, size, size)``."""
-    x = torch.zeros(1, frames, 1, size, size)
-    for t in range(frames):
-        x[0, t, 0, 4 : 4 + side, 2 + 2 * t : 2 + 2 * t + side] = 1.0
-    return x
 
 
 def training_loss(model, roll, truth: torch.Tensor) -> torch.Tensor:

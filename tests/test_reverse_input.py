@@ -18,12 +18,7 @@ from framecast.module import FramePredictionModule
 T_CTX, HORIZON = 3, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clips(n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:

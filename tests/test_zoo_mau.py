@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import moving_square
 from framecast.models import MAU, build_model
 from framecast.models.mau import MAUCell, load_official_state_dict
 from framecast.module import FramePredictionModule
@@ -28,12 +29,7 @@ ATOL, RTOL = 2e-6, 1e-5  # outputs O(0.2 .. 1.3); measured differences <= 6e-7
 SMALL = {"hidden": [8, 8], "kernel_size": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(name: str) -> dict:
@@ -306,13 +302,6 @@ def test_seeded_determinism():
     with torch.no_grad():
         a, b, c = make(seed=1)(context, 3), make(seed=1)(context, 3), make(seed=2)(context, 3)
     assert torch.equal(a, b) and not torch.allclose(a, c)
-
-
-def moving_square(frames=6, size=16, side=4) -> torch.Tensor:
-    x = torch.zeros(1, frames, 1, size, size)
-    for t in range(frames):
-        x[0, t, 0, 4 : 4 + side, 2 + 2 * t : 2 + 2 * t + side] = 1.0
-    return x
 
 
 def fit(steps: int, size: int = 16, lr: float = 1e-2):

@@ -33,12 +33,7 @@ TOL64 = {"atol": 1e-10, "rtol": 1e-10}
 TOL32 = {"atol": 1e-4, "rtol": 1e-3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(tag: str) -> dict:

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import moving_square
 from framecast.errors import ConfigError
 from framecast.models import Rollout, SimVP, build_model
 from framecast.models.simvp import load_official_state_dict
@@ -29,12 +30,7 @@ SMALL = {"hidden": [8, 16], "kernel_size": 3, "context": 3, "spatial_layers": 2,
          "mlp_ratio": 2.0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(name: str) -> dict:
@@ -242,13 +238,6 @@ def test_compile_takes_the_window_map(monkeypatch):
     model = make()
     compile_predictor(model)
     assert [f.__func__ for f in compiled] == [SimVP.predict_window] and "step" not in vars(model)
-
-
-def moving_square(frames=6, size=16, side=4) -> torch.Tensor:
-    x = torch.zeros(1, frames, 1, size, size)
-    for t in range(frames):
-        x[0, t, 0, 4 : 4 + side, 2 + 2 * t : 2 + 2 * t + side] = 1.0
-    return x
 
 
 def fit(steps: int, size: int = 16, lr: float = 3e-3, **options):

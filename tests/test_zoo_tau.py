@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import moving_square
 from framecast.models import TAU, build_model
 from framecast.models.simvp import load_official_state_dict
 from framecast.models.tau import differential_divergence
@@ -28,12 +29,7 @@ SMALL = {"hidden": [8, 16], "kernel_size": 3, "context": 3, "spatial_layers": 2,
          "mlp_ratio": 2.0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +128,6 @@ def test_every_parameter_gets_a_gradient_through_the_loss_and_the_divergence(hea
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
-
-
-def moving_square(frames=6, size=16, side=4) -> torch.Tensor:
-    x = torch.zeros(1, frames, 1, size, size)
-    for t in range(frames):
-        x[0, t, 0, 4 : 4 + side, 2 + 2 * t : 2 + 2 * t + side] = 1.0
-    return x
 
 
 def fit(steps: int, size: int = 16):

@@ -223,9 +223,9 @@ def check_losses(text: str) -> list[str]:
         raise ConfigError("--losses is empty")
     for loss in losses:
         try:
-            parse_loss(loss)
+            parse_loss(loss, field="--losses")
         except ValueError as e:
-            raise ConfigError(f"--losses: {e}") from e
+            raise ConfigError(str(e)) from e
     if len(set(losses)) != len(losses):
         raise ConfigError(f"--losses: a loss is listed twice in {text!r}")
     return losses
@@ -270,9 +270,10 @@ def benchmark_losses(argv: Sequence[str] | None = None) -> int:
     n = sum(map(len, checkpoints.values()))
     print(f"\n=== benchmarking {n} runs -> {out}", flush=True)
     code = benchmark_command().main(bench_argv)
-    for loss, ckpts in checkpoints.items():
-        for ckpt in ckpts if code == 0 else ():
-            print(f"benchmarked {ckpt} (loss {loss})")
+    if code == 0:
+        for loss, ckpts in checkpoints.items():
+            for ckpt in ckpts:
+                print(f"benchmarked {ckpt} (loss {loss})")
     return code
 
 

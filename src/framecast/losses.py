@@ -19,20 +19,32 @@ from framecast.metrics import ssim_map
 NAMES = ("mse", "l1", "gdl", "ssim", "bits")
 
 
-def parse_loss(spec: str | dict[str, float]) -> dict[str, float]:
-    """``"mse"``, ``"mse+gdl"`` or ``{"mse": 1, "gdl": 0.5}`` -> ``{name: weight}``, validated."""
+def parse_loss(spec: str | dict[str, float], field: str = "model.loss") -> dict[str, float]:
+    """``"mse"``, ``"mse+gdl"`` or ``{"mse": 1, "gdl": 0.5}`` -> ``{name: weight}``, validated; an error names
+    ``field``, where the spec was given."""
     if isinstance(spec, str):
         weights = {name.strip(): 1.0 for name in spec.split("+")}
     elif isinstance(spec, dict):
         weights = {str(k): float(v) for k, v in spec.items()}
     else:
-        raise ValueError(f"model.loss must be a name like 'mse', a mix like 'mse+gdl' or a dict of weights, got {spec!r}")  # noqa: TRY004 (a bad config value)
+        raise ValueError(f"{field}: must be a name like 'mse', a mix like 'mse+gdl' or a dict of weights, got {spec!r}")  # noqa: TRY004 (a bad config value)
     bad = [n for n in weights if n not in NAMES]
     if bad or not weights:
-        raise ValueError(f"unknown loss {bad or spec!r} (model.loss); loss names are {list(NAMES)}")
+        raise ValueError(f"{field}: unknown loss {bad or spec!r}; loss names are {list(NAMES)}")
     if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
-        raise ValueError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
+        raise ValueError(f"{field}: loss weights must be >= 0 with at least one > 0, got {weights}")
     return weights
+
+
+def parse_loss_stages(stages: dict[int, str | dict[str, float]] | None) -> list[tuple[int, FrameLoss]]:
+    """``model.loss_stages`` ``{step: loss}`` -> ``[(step, FrameLoss)]`` by step; a step must be an integer > 0."""
+    out = []
+    for step, spec in (stages or {}).items():
+        if isinstance(step, bool) or not str(step).strip().isdigit() or int(step) <= 0:
+            raise ValueError(f"model.loss_stages: the step {step!r} is not an integer > 0; give {{step: loss}}, e.g. "
+                             f"{{1500: l1}} (from optimizer step 1500 on, train on l1)")
+        out.append((int(step), FrameLoss(spec, field=f"model.loss_stages, step {step}")))
+    return sorted(out, key=lambda s: s[0])
 
 
 def gdl(pred: Tensor, target: Tensor) -> Tensor:
@@ -52,8 +64,8 @@ class FrameLoss:
     target under the model's distribution (required by the ``bits`` term).
     """
 
-    def __init__(self, spec: str | dict[str, float] = "mse"):
-        self.weights = parse_loss(spec)
+    def __init__(self, spec: str | dict[str, float] = "mse", field: str = "model.loss"):
+        self.weights = parse_loss(spec, field)
 
     @property
     def needs_distribution(self) -> bool:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from framecast.evaluation import score
-from framecast.losses import FrameLoss
+from framecast.losses import FrameLoss, parse_loss_stages
 from framecast.metrics import MetricAccumulator, pixel_metrics
 from framecast.models import CopyLast, build_model
 from framecast.schedules import build_schedule
@@ -34,20 +34,6 @@ def compile_predictor(model: torch.nn.Module, mode: str | None = None) -> torch.
     if core is not None and hasattr(model, core):
         setattr(model, core, torch.compile(getattr(model, core), mode=mode))
     return model
-
-
-def check_loss_stages(stages: dict[int, str | dict[str, float]] | None) -> list[tuple[int, FrameLoss]]:
-    """``model.loss_stages`` ``{step: loss}`` -> ``[(step, FrameLoss)]`` by step; a step must be an integer > 0."""
-    out = []
-    for step, spec in (stages or {}).items():
-        if isinstance(step, bool) or not str(step).strip().isdigit() or int(step) <= 0:
-            raise ValueError(f"model.loss_stages: the step {step!r} is not an integer > 0; give {{step: loss}}, e.g. "
-                             f"{{1500: l1}} (from optimizer step 1500 on, train on l1)")
-        try:
-            out.append((int(step), FrameLoss(spec)))
-        except ValueError as e:  # name the field: the loss parser speaks of model.loss
-            raise ValueError(f"model.loss_stages, step {step}: {str(e).replace(' (model.loss)', '')}") from None
-    return sorted(out, key=lambda s: s[0])
 
 
 class NonFiniteError(FloatingPointError):
@@ -122,7 +108,7 @@ class FramePredictionModule(L.LightningModule):
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
         self.loss_fn = FrameLoss(loss)
-        self.loss_stages = check_loss_stages(loss_stages)
+        self.loss_stages = parse_loss_stages(loss_stages)
         self.model = build_model(model, channels=channels, hidden=hidden, kernel_size=kernel_size,
                                  patch_size=patch_size, residual=residual, head=head,
                                  num_mixtures=num_mixtures, **(model_options or {}))
